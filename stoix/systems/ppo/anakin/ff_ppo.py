@@ -1,0 +1,307 @@
+"""PPO (Schulman et al., 2017) on the Anakin architecture, for discrete actions.
+
+Read top to bottom: the rollout, the minibatch step with its losses, the update, then
+`build`, which hands these to the shared runner. `ff_ppo_continuous.py` reuses all of it.
+"""
+
+import functools
+from typing import Any, Callable, NamedTuple, Tuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from omegaconf import DictConfig
+
+from stoix.base_types import (
+    ActorCriticOptStates,
+    ActorCriticParams,
+    Observation,
+    Params,
+    PRNGKey,
+    TrainMetrics,
+)
+from stoix.networks.base import make_actor, make_critic
+from stoix.networks.distributions import greedy_action, policy_entropy
+from stoix.systems.ppo.ppo_losses import clipped_policy_loss, clipped_value_loss, standardise
+from stoix.systems.ppo.ppo_types import PPOLearnerState, PPOLossInfo, PPOTransition
+from stoix.utils.config import RunPlan, check_divides, check_range
+from stoix.utils.entry import hydra_main
+from stoix.utils.multistep import generalized_advantage_estimation
+from stoix.utils.runner import AnakinSystem, BuildContext, SystemParts, pmean_replicas, run_anakin
+
+ApplyFn = Callable[..., Any]
+
+
+class PPOHyperparameters(NamedTuple):
+    gamma: float
+    gae_lambda: float
+    clip_epsilon: float
+    value_clip_epsilon: float
+    entropy_coefficient: float
+    value_coefficient: float
+    standardise_advantages: bool
+    epochs: int
+    num_minibatches: int
+    rollout_length: int
+
+
+class MinibatchData(NamedTuple):
+    observation: Observation
+    action: jax.Array
+    log_prob: jax.Array
+    value: jax.Array
+    advantage: jax.Array
+    target: jax.Array
+
+
+class Networks(NamedTuple):
+    actor_apply: ApplyFn
+    critic_apply: ApplyFn
+    actor_optimiser: optax.GradientTransformation
+    critic_optimiser: optax.GradientTransformation
+    action_low: jax.Array | None  # continuous actions are clipped to these bounds for the env
+    action_high: jax.Array | None
+
+
+def to_env_action(networks: Networks, action: jax.Array) -> jax.Array:
+    if networks.action_low is None:
+        return action
+    return jnp.clip(action, networks.action_low, networks.action_high)
+
+
+# ROLLOUT
+
+
+def rollout(
+    networks: Networks, env: Any, hp: PPOHyperparameters, state: PPOLearnerState
+) -> Tuple[PPOLearnerState, PPOTransition]:
+    """Steps all envs of the replica `rollout_length` times with the current policy."""
+
+    def step(carry: PPOLearnerState, _: None) -> Tuple[PPOLearnerState, PPOTransition]:
+        key, act_key = jax.random.split(carry.key)
+        dist = networks.actor_apply(carry.params.actor_params, carry.timestep.observation)
+        action = dist.sample(seed=act_key)
+        log_prob = dist.log_prob(action)
+        env_state, timestep = jax.vmap(env.step)(carry.env_state, to_env_action(networks, action))
+        transition = PPOTransition(
+            observation=carry.timestep.observation,
+            action=action,
+            log_prob=log_prob,
+            reward=timestep.reward,
+            discount=timestep.discount,
+            episode_end=timestep.last(),
+            next_observation=timestep.next_observation,
+            episode_return=timestep.metrics.episode_return,
+            episode_length=timestep.metrics.episode_length,
+        )
+        return carry._replace(key=key, env_state=env_state, timestep=timestep), transition
+
+    return jax.lax.scan(step, state, None, length=hp.rollout_length)
+
+
+# LOSSES AND THE MINIBATCH STEP
+
+
+def actor_loss(
+    actor_params: Params, networks: Networks, hp: PPOHyperparameters, batch: MinibatchData
+) -> Tuple[jax.Array, PPOLossInfo]:
+    dist = networks.actor_apply(actor_params, batch.observation)
+    advantage = standardise(batch.advantage) if hp.standardise_advantages else batch.advantage
+    loss, approx_kl, clip_fraction = clipped_policy_loss(
+        dist.log_prob(batch.action), batch.log_prob, advantage, hp.clip_epsilon
+    )
+    entropy = policy_entropy(dist).mean()
+    zero = jnp.zeros(())
+    info = PPOLossInfo(loss, zero, entropy, approx_kl, clip_fraction)
+    return loss - hp.entropy_coefficient * entropy, info
+
+
+def critic_loss(
+    critic_params: Params, networks: Networks, hp: PPOHyperparameters, batch: MinibatchData
+) -> jax.Array:
+    values = networks.critic_apply(critic_params, batch.observation)
+    loss = clipped_value_loss(values, batch.value, batch.target, hp.value_clip_epsilon)
+    return hp.value_coefficient * loss
+
+
+def minibatch_step(
+    networks: Networks,
+    hp: PPOHyperparameters,
+    carry: Tuple[ActorCriticParams, ActorCriticOptStates],
+    batch: MinibatchData,
+) -> Tuple[Tuple[ActorCriticParams, ActorCriticOptStates], PPOLossInfo]:
+    params, opt_states = carry
+    actor_grads, info = jax.grad(actor_loss, has_aux=True)(params.actor_params, networks, hp, batch)
+    value_loss, critic_grads = jax.value_and_grad(critic_loss)(
+        params.critic_params, networks, hp, batch
+    )
+    actor_grads, critic_grads = pmean_replicas((actor_grads, critic_grads))
+    actor_updates, actor_opt = networks.actor_optimiser.update(
+        actor_grads, opt_states.actor_opt_state, params.actor_params
+    )
+    critic_updates, critic_opt = networks.critic_optimiser.update(
+        critic_grads, opt_states.critic_opt_state, params.critic_params
+    )
+    params = ActorCriticParams(
+        optax.apply_updates(params.actor_params, actor_updates),
+        optax.apply_updates(params.critic_params, critic_updates),
+    )
+    return (params, ActorCriticOptStates(actor_opt, critic_opt)), info._replace(
+        value_loss=value_loss
+    )
+
+
+# ONE UPDATE: rollout, GAE, epochs × minibatches
+
+
+def update_step(
+    networks: Networks, env: Any, hp: PPOHyperparameters, state: PPOLearnerState
+) -> Tuple[PPOLearnerState, TrainMetrics]:
+    state, traj = rollout(networks, env, hp, state)
+
+    # Values of the observed and of the true next observations in one batched pass; at a
+    # truncation the next observation is the episode's last, so the bootstrap is right.
+    both = jax.tree.map(lambda a, b: jnp.stack([a, b]), traj.observation, traj.next_observation)
+    values, next_values = networks.critic_apply(state.params.critic_params, both)
+    advantages, targets = generalized_advantage_estimation(
+        traj.reward, values, next_values, hp.gamma * traj.discount, traj.episode_end, hp.gae_lambda
+    )
+    data = MinibatchData(traj.observation, traj.action, traj.log_prob, values, advantages, targets)
+    flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), data)
+    batch_size = flat.advantage.shape[0]
+    step = functools.partial(minibatch_step, networks, hp)
+
+    def epoch(carry, _):
+        params, opt_states, key = carry
+        key, shuffle_key = jax.random.split(key)
+        order = jax.random.permutation(shuffle_key, batch_size)
+        minibatches = jax.tree.map(
+            lambda x: x[order].reshape((hp.num_minibatches, -1) + x.shape[1:]), flat
+        )
+        (params, opt_states), info = jax.lax.scan(step, (params, opt_states), minibatches)
+        return (params, opt_states, key), info
+
+    (params, opt_states, key), info = jax.lax.scan(
+        epoch, (state.params, state.opt_states, state.key), None, length=hp.epochs
+    )
+    ended = traj.episode_end
+    metrics = TrainMetrics(
+        episode_return_sum=jnp.sum(jnp.where(ended, traj.episode_return, 0.0)),
+        episode_return_max=jnp.max(jnp.where(ended, traj.episode_return, -jnp.inf)),
+        episode_return_min=jnp.min(jnp.where(ended, traj.episode_return, jnp.inf)),
+        episode_length_sum=jnp.sum(jnp.where(ended, traj.episode_length, 0)),
+        num_episodes=jnp.sum(ended),
+        loss_info=jax.tree.map(jnp.mean, info),
+    )
+    return state._replace(params=params, opt_states=opt_states, key=key), metrics
+
+
+# SET-UP
+
+
+def make_optimiser(
+    learning_rate: float, max_grad_norm: float, decay: bool, total_steps: int
+) -> optax.GradientTransformation:
+    schedule = optax.linear_schedule(learning_rate, 0.0, total_steps) if decay else learning_rate
+    return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adam(schedule, eps=1e-5))
+
+
+def build(ctx: BuildContext) -> SystemParts:
+    cfg, env, plan = ctx.config, ctx.env, ctx.plan
+    sys_cfg = cfg.system
+    hp = PPOHyperparameters(
+        gamma=float(sys_cfg.gamma),
+        gae_lambda=float(sys_cfg.gae_lambda),
+        clip_epsilon=float(sys_cfg.clip_epsilon),
+        value_clip_epsilon=float(sys_cfg.value_clip_epsilon),
+        entropy_coefficient=float(sys_cfg.entropy_coefficient),
+        value_coefficient=float(sys_cfg.value_coefficient),
+        standardise_advantages=bool(sys_cfg.standardise_advantages),
+        epochs=int(sys_cfg.epochs),
+        num_minibatches=int(sys_cfg.num_minibatches),
+        rollout_length=plan.rollout_length,
+    )
+    actor, critic = make_actor(cfg.network, env.spec), make_critic(cfg.network)
+    grad_steps = plan.num_updates * hp.epochs * hp.num_minibatches
+    decay = bool(sys_cfg.decay_learning_rates)
+    continuous = env.spec.action_kind == "continuous"
+    networks = Networks(
+        actor_apply=actor.apply,
+        critic_apply=critic.apply,
+        actor_optimiser=make_optimiser(
+            float(sys_cfg.actor_lr), float(sys_cfg.max_grad_norm), decay, grad_steps
+        ),
+        critic_optimiser=make_optimiser(
+            float(sys_cfg.critic_lr), float(sys_cfg.max_grad_norm), decay, grad_steps
+        ),
+        action_low=jnp.asarray(env.spec.action_minimum) if continuous else None,
+        action_high=jnp.asarray(env.spec.action_maximum) if continuous else None,
+    )
+    num_envs = plan.envs_per_replica
+
+    def init_shared(params_key: PRNGKey) -> Tuple[ActorCriticParams, ActorCriticOptStates]:
+        actor_key, critic_key, example_key = jax.random.split(params_key, 3)
+        _, example = env.reset(example_key)
+        params = ActorCriticParams(
+            actor.init(actor_key, example.observation), critic.init(critic_key, example.observation)
+        )
+        opt_states = ActorCriticOptStates(
+            networks.actor_optimiser.init(params.actor_params),
+            networks.critic_optimiser.init(params.critic_params),
+        )
+        return params, opt_states
+
+    def init_state(
+        shared: Tuple[ActorCriticParams, ActorCriticOptStates], replica_key: PRNGKey
+    ) -> PPOLearnerState:
+        params, opt_states = shared
+        env_key, state_key = jax.random.split(replica_key)
+        env_state, timestep = jax.vmap(env.reset)(jax.random.split(env_key, num_envs))
+        return PPOLearnerState(params, opt_states, state_key, env_state, timestep)
+
+    def eval_act(greedy: bool):
+        def act(params: Params, observation: Observation, key: PRNGKey) -> jax.Array:
+            dist = actor.apply(params, observation)
+            action = greedy_action(dist) if greedy else dist.sample(seed=key)
+            return to_env_action(networks, action)
+
+        return act
+
+    return SystemParts(
+        init_shared=init_shared,
+        init_state=init_state,
+        update_step=functools.partial(update_step, networks, env, hp),
+        actor_params=lambda state: state.params.actor_params,
+        eval_act=eval_act,
+    )
+
+
+def validate(cfg: DictConfig, plan: RunPlan) -> None:
+    check_divides(
+        "arch.total_num_envs / (devices × arch.update_batch_size) × system.rollout_length",
+        plan.envs_per_replica * plan.rollout_length,
+        "system.num_minibatches",
+        int(cfg.system.num_minibatches),
+    )
+    for key in ("gamma", "gae_lambda"):
+        check_range(cfg, f"system.{key}", 0.0, 1.0)
+    for key in ("clip_epsilon", "actor_lr", "critic_lr", "max_grad_norm"):
+        check_range(cfg, f"system.{key}", 0.0, float("inf"))
+    check_range(cfg, "system.epochs", 1, float("inf"))
+
+
+SYSTEM = AnakinSystem(name="ff_ppo", action_kinds=("discrete",), build=build, validate=validate)
+
+
+def run_experiment(cfg: DictConfig) -> float:
+    """Trains PPO as configured; returns the last evaluation's mean episode return."""
+    return run_anakin(cfg, SYSTEM)
+
+
+@hydra_main("ff_ppo")
+def main(cfg: DictConfig) -> float:
+    return run_experiment(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""Types shared by the PPO systems."""
+
+from typing import NamedTuple
+
+import jax
+
+from stoix.base_types import (
+    ActorCriticOptStates,
+    ActorCriticParams,
+    EnvState,
+    Observation,
+    PRNGKey,
+    TimeStep,
+)
+
+
+class PPOLearnerState(NamedTuple):
+    """One replica's learner state; leaves gain [D, S, B] axes in the runner."""
+
+    params: ActorCriticParams
+    opt_states: ActorCriticOptStates
+    key: PRNGKey
+    env_state: EnvState  # [N]
+    timestep: TimeStep  # [N] the timestep the next rollout acts on
+
+
+class PPOTransition(NamedTuple):
+    """One rollout step of N envs (time-major [T, N] after the rollout scan)."""
+
+    observation: Observation
+    action: jax.Array  # [N] or [N, A]
+    log_prob: jax.Array  # [N]
+    reward: jax.Array  # [N]
+    discount: jax.Array  # [N] 0 on termination
+    episode_end: jax.Array  # [N] terminated or truncated
+    next_observation: Observation  # true next observation (final one at episode ends)
+    episode_return: jax.Array  # [N] valid where is_terminal_step
+    episode_length: jax.Array  # [N]
+
+
+class PPOLossInfo(NamedTuple):
+    actor_loss: jax.Array
+    value_loss: jax.Array
+    entropy: jax.Array
+    approx_kl: jax.Array
+    clip_fraction: jax.Array

@@ -1,0 +1,451 @@
+"""The one Anakin experiment loop: set-up → learn → evaluate → log → checkpoint.
+
+A system supplies only what is particular to it (`AnakinSystem.build` returns its `SystemParts`);
+everything here is shared. Parallel axes, outermost first:
+
+* devices — `jax.shard_map` over a 1-D mesh named "device"; gradients are averaged over it;
+* seeds — `vmap` named "seed"; independent runs, never averaged together;
+* update batch — `vmap` named "batch"; gradients are averaged over it (see `pmean_replicas`);
+* envs — `vmap` inside the system's rollout.
+
+Learner-state leaves are laid out [devices, seeds, update_batch, ...]. Python sees the state
+once per evaluation period; everything within a period is one compiled program.
+"""
+
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+from omegaconf import DictConfig, OmegaConf
+
+from stoix.base_types import LearnerState, Params, PRNGKey, TrainMetrics
+from stoix.evaluator.anakin import EvalActFn, EvalOutput, make_evaluator
+from stoix.utils.config import ConfigError, RunPlan, make_run_plan, to_plain
+from stoix.utils.env_factory import make_env
+from stoix.utils.timing import CompileCounter
+from stoix.wrappers.episode import EpisodeEnv
+
+DEVICE_AXIS = "device"
+SEED_AXIS = "seed"
+BATCH_AXIS = "batch"
+
+
+def pmean_replicas(tree: Any) -> Any:
+    """Averages gradients (or statistics) over the update batch and the devices of one seed."""
+    return jax.lax.pmean(jax.lax.pmean(tree, axis_name=BATCH_AXIS), axis_name=DEVICE_AXIS)
+
+
+class BuildContext(NamedTuple):
+    config: DictConfig
+    env: EpisodeEnv
+    plan: RunPlan
+
+
+class SystemParts(NamedTuple):
+    """What a system hands the runner; every function acts on ONE replica (no leading axes).
+
+    init_shared: params_key -> what all replicas of a seed share (parameters, optimiser
+        states). It runs on one device: batched QR (orthogonal initialisers) deadlocks when two
+        CPU devices run it at once, and sharing it makes replicas start identical by design.
+    init_state: (shared, replica_key) -> learner state of one replica; replica_key seeds its
+        envs and sampling.
+    update_step: one update (rollout + learning) of one replica; average gradients with
+        `pmean_replicas`.
+    actor_params: the parameters the evaluator needs, taken from a learner state.
+    eval_act: greedy flag -> act(params, batched observation, key) -> batched actions.
+    """
+
+    init_shared: Callable[[PRNGKey], Any]
+    init_state: Callable[[Any, PRNGKey], LearnerState]
+    update_step: Callable[[LearnerState], Tuple[LearnerState, TrainMetrics]]
+    actor_params: Callable[[LearnerState], Params]
+    eval_act: Callable[[bool], EvalActFn]
+
+
+@dataclass(frozen=True)
+class AnakinSystem:
+    name: str
+    action_kinds: Tuple[str, ...]
+    build: Callable[[BuildContext], SystemParts]
+    validate: Callable[[DictConfig, RunPlan], None] = lambda cfg, plan: None
+
+
+class CheckpointPayload(NamedTuple):
+    learner_state: LearnerState  # [D, S, B, ...]
+    best_actor_params: Params  # [D, S, ...] best-so-far params per seed, for the absolute metric
+    best_returns: np.ndarray  # [S]
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a finished run measured; `run_anakin` returns only `final_return`."""
+
+    final_return: float  # last evaluation's mean return over seeds
+    absolute_return: float  # best params re-evaluated (nan when arch.absolute_metric is off)
+    compile_seconds: float  # ahead-of-time compilation of learn and the evaluators
+    learn_seconds: float  # wall time inside the compiled learn calls, excluding compilation
+    env_steps: int  # env steps run in this process, summed over seeds
+    compilations: int  # XLA compilations from state creation to the end
+    run_dir: Path
+
+
+def _seed_keys(seeds: Sequence[int], plan: RunPlan) -> Tuple[np.ndarray, np.ndarray]:
+    """Params keys [S, 2], one per seed, and replica keys [D, S, B, 2], all distinct."""
+    params_keys, replica_keys = [], []
+    for seed in seeds:
+        params_key, replicas_key = jax.random.split(jax.random.PRNGKey(seed))
+        params_keys.append(np.asarray(params_key))
+        replica_keys.append(
+            np.asarray(
+                jax.random.split(replicas_key, plan.num_devices * plan.update_batch_size)
+            ).reshape(plan.num_devices, plan.update_batch_size, 2)
+        )
+    return np.stack(params_keys), np.stack(replica_keys, axis=1)
+
+
+def _summarise_train(metrics: TrainMetrics, num_seeds: int) -> list[dict[str, float]]:
+    """Reduces [D, S, B, U] metrics to one dict of scalars per seed."""
+    host = jax.device_get(metrics)
+    summaries = []
+    for s in range(num_seeds):
+        count = float(np.sum(host.num_episodes[:, s]))
+        summary = {
+            "episode_return": float(np.sum(host.episode_return_sum[:, s]) / max(count, 1.0)),
+            "episode_length": float(np.sum(host.episode_length_sum[:, s]) / max(count, 1.0)),
+            "episodes": count,
+        }
+        if count == 0:
+            summary["episode_return"] = float("nan")
+            summary["episode_length"] = float("nan")
+        loss_info = host.loss_info._asdict() if hasattr(host.loss_info, "_asdict") else {}
+        for name, value in loss_info.items():
+            summary[name] = float(np.mean(value[:, s]))
+        summaries.append(summary)
+    return summaries
+
+
+def _eval_to_host(out: EvalOutput, num_episodes: int) -> list[dict[str, np.ndarray]]:
+    """[D, S, E/D] device-split episodes → per seed {metric: [E]}."""
+    host = jax.device_get(out)
+    results = []
+    for s in range(host.episode_return.shape[1]):
+        results.append(
+            {
+                "episode_return": host.episode_return[:, s].reshape(-1)[:num_episodes],
+                "episode_length": host.episode_length[:, s].reshape(-1)[:num_episodes],
+            }
+        )
+    return results
+
+
+def _run_directory(cfg: DictConfig, system: AnakinSystem, plain: dict) -> Tuple[Path, bool]:
+    """Where this run writes, and whether it resumes; decided before anything is written."""
+    from stoix.utils.checkpointing import find_resumable_run
+
+    runs_root = (
+        Path(str(cfg.logger.base_exp_path)) / system.name / f"{cfg.env.suite}_{cfg.env.task_name}"
+    )
+    ckpt = cfg.logger.checkpointing
+    if ckpt.load_model or ckpt.get("load_path"):
+        if ckpt.get("load_path"):
+            path = Path(str(ckpt.load_path))
+            run_dir = path.parent if path.name == "checkpoints" else path
+            if not (run_dir / "checkpoints").is_dir():
+                raise ConfigError(f"logger.checkpointing.load_path={path} holds no checkpoints/")
+            return run_dir, True
+        found = find_resumable_run(runs_root, plain)
+        if found is None:
+            raise ConfigError(
+                "logger.checkpointing.load_model=True but no checkpoint of this exact config "
+                f"exists under {runs_root}"
+            )
+        return found, True
+    from stoix.utils.checkpointing import config_fingerprint
+
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    return runs_root / f"{stamp}_{config_fingerprint(plain)[:8]}", False
+
+
+def run_anakin(cfg: DictConfig, system: AnakinSystem) -> float:
+    """Runs one Anakin experiment; returns the last evaluation's mean return over seeds."""
+    return run_anakin_measured(cfg, system).final_return
+
+
+def run_anakin_measured(cfg: DictConfig, system: AnakinSystem) -> RunResult:
+    """Runs one Anakin experiment and reports what it measured (see `RunResult`)."""
+    from stoix.utils.checkpointing import CheckpointError, Checkpointer
+    from stoix.utils.logger import RunIdentity, StoixLogger
+
+    OmegaConf.set_readonly(cfg, True)
+    # CONFIG CHECKS: all of them happen before compiling or writing anything.
+    devices = jax.devices()
+    plan = make_run_plan(cfg, len(devices))
+    system.validate(cfg, plan)
+    env = make_env(cfg.env)
+    eval_env = make_env(cfg.env)
+    if env.spec.action_kind not in system.action_kinds:
+        raise ConfigError(
+            f"env={cfg.env.suite}/{cfg.env.task_name} has {env.spec.action_kind} actions but "
+            f"{system.name} handles only {' or '.join(system.action_kinds)} actions"
+        )
+    plain = to_plain(cfg)
+    run_dir, resume = _run_directory(cfg, system, plain)
+    seeds = tuple(int(cfg.arch.seed) + s for s in range(plan.num_seeds))
+
+    # BUILD: the system's functions, then the parallel structure around them.
+    parts = system.build(BuildContext(cfg, env, plan))
+    mesh = Mesh(np.array(devices), (DEVICE_AXIS,))
+    sharded = NamedSharding(mesh, P(DEVICE_AXIS))
+
+    def on_each_device(
+        fn: Callable[..., Any], num_args: int = 1, donate: bool = False
+    ) -> Callable[..., Any]:
+        """jit + shard_map of a function of per-device slices (leading axis kept, size 1).
+
+        Every multi-device program goes through shard_map: left to the SPMD partitioner, even a
+        slice of sharded state gets collectives, which can deadlock on multi-device CPU.
+        check_vma is off because env constants (e.g. an all-True action mask) are
+        device-invariant values inside device-varying carries, which the checker rejects.
+        """
+        return jax.jit(
+            jax.shard_map(
+                fn,
+                mesh=mesh,
+                in_specs=(P(DEVICE_AXIS),) * num_args,
+                out_specs=P(DEVICE_AXIS),
+                check_vma=False,
+            ),
+            donate_argnums=(0,) if donate else (),
+        )
+
+    def per_replica_period(state: LearnerState) -> Tuple[LearnerState, TrainMetrics]:
+        return jax.lax.scan(
+            lambda s, _: parts.update_step(s), state, None, length=plan.updates_per_evaluation
+        )
+
+    per_device = jax.vmap(jax.vmap(per_replica_period, axis_name=BATCH_AXIS), axis_name=SEED_AXIS)
+
+    def learn_body(state: LearnerState) -> Tuple[LearnerState, TrainMetrics]:
+        local = jax.tree.map(lambda x: x[0], state)
+        return jax.tree.map(lambda x: x[None], per_device(local))
+
+    learn = on_each_device(learn_body, donate=True)
+
+    def init_body(shared: Any, replica_keys: jax.Array) -> LearnerState:
+        # shared: [1, S, ...] → every update-batch slot of a seed starts from the same copy.
+        per_seed = jax.vmap(parts.init_state, in_axes=(None, 0))
+        local = jax.vmap(per_seed)(jax.tree.map(lambda x: x[0], shared), replica_keys[0])
+        return jax.tree.map(lambda x: x[None], local)
+
+    init = on_each_device(init_body, num_args=2)
+
+    # Evaluate with the first update-batch slot's params: all slots of a seed hold the same ones.
+    extract_actor = on_each_device(
+        lambda state: jax.tree.map(lambda x: jnp.copy(x[:, :, 0]), parts.actor_params(state))
+    )
+
+    greedy = bool(cfg.arch.evaluation_greedy)
+    max_eval_steps = int(cfg.arch.get("eval_max_steps") or eval_env.max_episode_steps + 1)
+
+    def make_sharded_eval(episodes_per_device: int):
+        evaluate = make_evaluator(
+            eval_env, parts.eval_act(greedy), episodes_per_device, max_eval_steps
+        )
+
+        def body(params: Params, key: PRNGKey) -> EvalOutput:
+            device_key = jax.random.fold_in(key, jax.lax.axis_index(DEVICE_AXIS))
+            local = jax.tree.map(lambda x: x[0], params)
+            keys = jax.random.split(device_key, plan.num_seeds)
+            return jax.tree.map(lambda x: x[None], jax.vmap(evaluate)(local, keys))
+
+        return jax.jit(
+            jax.shard_map(
+                body,
+                mesh=mesh,
+                in_specs=(P(DEVICE_AXIS), P()),
+                out_specs=P(DEVICE_AXIS),
+                check_vma=False,
+            )
+        )
+
+    evaluate = make_sharded_eval(plan.eval_episodes_per_device)
+    absolute_episodes = plan.num_eval_episodes * int(cfg.arch.absolute_metric_episode_multiplier)
+
+    def select_improved(best: Params, current: Params, improved: jax.Array) -> Params:
+        return jax.tree.map(
+            lambda b, c: jnp.where(improved.reshape(improved.shape + (1,) * (b.ndim - 2)), c, b),
+            best,
+            current,
+        )
+
+    keep_best = on_each_device(select_improved, num_args=3)
+
+    # STATE: fresh, then replaced by the checkpoint when resuming.
+    compile_counter = CompileCounter()
+    params_keys, replica_keys = _seed_keys(seeds, plan)
+    shared = jax.device_get(jax.jit(jax.vmap(parts.init_shared))(params_keys))
+    shared = jax.tree.map(lambda x: np.broadcast_to(x[None], (plan.num_devices,) + x.shape), shared)
+    state = init(jax.device_put(shared, sharded), jax.device_put(replica_keys, sharded))
+    payload = CheckpointPayload(
+        learner_state=state,
+        best_actor_params=extract_actor(state),
+        best_returns=np.full((plan.num_seeds,), -np.inf, np.float32),
+    )
+    ckpt_cfg = cfg.logger.checkpointing
+    checkpointer: Optional[Checkpointer] = None
+    start_period = 0
+    if resume or ckpt_cfg.save_model:
+        checkpointer = Checkpointer(
+            run_dir / "checkpoints",
+            plain,
+            keep_latest=int(ckpt_cfg.keep_latest),
+            keep_best=int(ckpt_cfg.keep_best),
+        )
+    if resume:
+        assert checkpointer is not None
+        try:
+            payload, info = checkpointer.restore(payload)
+        except CheckpointError as err:
+            raise ConfigError(f"cannot resume from {run_dir}: {err}") from err
+        start_period = info.period + 1
+        print(f"Resuming {run_dir} after evaluation {info.period + 1}/{plan.num_evaluation}")
+    state = payload.learner_state
+    best_params = payload.best_actor_params
+    best_returns = np.asarray(payload.best_returns, np.float32).copy()
+
+    print(f"Run plan: {plan.describe()}")
+    if plan.total_steps != plan.requested_steps:
+        print(
+            f"Warning: {plan.requested_steps:,} steps requested; {plan.total_steps:,} will run "
+            f"so that every evaluation period holds {plan.updates_per_evaluation} whole updates.",
+            file=sys.stderr,
+        )
+
+    # COMPILE once, ahead of time, so the periods below never compile again.
+    compile_start = time.perf_counter()
+    learn_compiled = learn.lower(state).compile()
+    eval_base_key = jax.random.PRNGKey(int(cfg.arch.seed) + 1_000_003)
+    evaluate_compiled = evaluate.lower(best_params, eval_base_key).compile()
+    absolute_compiled = None
+    if bool(cfg.arch.absolute_metric):
+        absolute_eval = make_sharded_eval(-(-absolute_episodes // plan.num_devices))
+        absolute_compiled = absolute_eval.lower(best_params, eval_base_key).compile()
+    compile_seconds = time.perf_counter() - compile_start
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    logger = StoixLogger(
+        run_dir,
+        RunIdentity(system.name, str(cfg.env.suite), str(cfg.env.task_name), seeds),
+        num_periods=plan.num_evaluation,
+        total_steps=plan.total_steps,
+        use_console=bool(cfg.logger.use_console),
+        use_json=bool(cfg.logger.use_json),
+        use_tb=bool(cfg.logger.use_tb),
+        colour=bool(cfg.logger.colour),
+        resume=resume,
+    )
+    print(f"Writing to {run_dir} (compiled in {compile_seconds:.1f}s)")
+
+    last_return = float("nan")
+    absolute_return = float("nan")
+    total_learn_seconds = 0.0
+    env_steps = 0
+    try:
+        for period in range(start_period, plan.num_evaluation):
+            # LEARN for one evaluation period.
+            start = time.perf_counter()
+            state, metrics = learn_compiled(state)
+            jax.block_until_ready(state)
+            learn_seconds = time.perf_counter() - start
+            total_learn_seconds += learn_seconds
+            env_steps += plan.num_seeds * plan.steps_per_evaluation
+            train = _summarise_train(metrics, plan.num_seeds)
+            steps_done = (period + 1) * plan.steps_per_evaluation
+            for s, summary in enumerate(train):
+                bad = [
+                    k
+                    for k, v in summary.items()
+                    if k != "episode_return" and k != "episode_length" and not np.isfinite(v)
+                ]
+                if bad:
+                    raise TrainingDiverged(
+                        f"non-finite {', '.join(bad)} in seed {seeds[s]} during the period ending at "
+                        f"step {steps_done:,}; the last good checkpoint (if any) is kept"
+                    )
+
+            # EVALUATE the current params; remember each seed's best for the absolute metric.
+            start = time.perf_counter()
+            actor_params = extract_actor(state)
+            evaluation = _eval_to_host(
+                evaluate_compiled(actor_params, jax.random.fold_in(eval_base_key, period)),
+                plan.num_eval_episodes,
+            )
+            eval_seconds = time.perf_counter() - start
+            mean_returns = np.array([e["episode_return"].mean() for e in evaluation], np.float32)
+            improved = mean_returns > best_returns
+            improved_per_device = np.broadcast_to(improved, (plan.num_devices, plan.num_seeds))
+            best_params = keep_best(
+                best_params, actor_params, jax.device_put(improved_per_device, sharded)
+            )
+            best_returns = np.where(improved, mean_returns, best_returns)
+            last_return = float(mean_returns.mean())
+
+            # LOG and CHECKPOINT.
+            logger.log_period(
+                period,
+                steps_done,
+                train,
+                evaluation,
+                {
+                    "steps_per_second": plan.num_seeds * plan.steps_per_evaluation / learn_seconds,
+                    "period_seconds": learn_seconds,
+                    "eval_seconds": eval_seconds,
+                    "compile_seconds": compile_seconds,
+                },
+            )
+            if ckpt_cfg.save_model and checkpointer is not None:
+                checkpointer.save(
+                    period,
+                    CheckpointPayload(state, best_params, best_returns),
+                    metric=last_return,
+                    steps_done=steps_done,
+                )
+
+        if absolute_compiled is not None:
+            absolute = _eval_to_host(
+                absolute_compiled(
+                    best_params, jax.random.fold_in(eval_base_key, plan.num_evaluation)
+                ),
+                absolute_episodes,
+            )
+            logger.log_absolute(absolute)
+            absolute_return = float(np.mean([a["episode_return"].mean() for a in absolute]))
+    finally:
+        logger.close()
+        if checkpointer is not None:
+            checkpointer.close()
+    if bool(cfg.arch.get("report_compiles", False)):
+        print(f"XLA compilations: {compile_counter.count}")
+    return RunResult(
+        final_return=last_return,
+        absolute_return=absolute_return,
+        compile_seconds=compile_seconds,
+        learn_seconds=total_learn_seconds,
+        env_steps=env_steps,
+        compilations=compile_counter.count,
+        run_dir=run_dir,
+    )

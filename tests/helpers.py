@@ -1,0 +1,48 @@
+"""Shared helpers for the system-level tests."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Sequence
+
+REPO = Path(__file__).resolve().parent.parent
+
+# A budget that compiles and runs in seconds: 2 evaluations, tiny batch, few eval episodes.
+TINY = (
+    "arch.total_num_envs=8",
+    "arch.num_evaluation=2",
+    "arch.num_eval_episodes=4",
+    "arch.absolute_metric_episode_multiplier=2",
+    "logger.use_console=False",
+)
+
+
+def run_script(script: str, overrides: Sequence[str], timeout: float = 600) -> subprocess.CompletedProcess:
+    """Runs a system file as a user would, on two forced CPU devices."""
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    env["JAX_PLATFORMS"] = "cpu"
+    return subprocess.run(
+        [sys.executable, str(REPO / script), *overrides],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def read_metrics(base: Path) -> dict:
+    files = sorted(base.rglob("metrics.json"))
+    assert len(files) == 1, files
+    return json.loads(files[0].read_text())
+
+
+def runs_of(metrics: dict) -> dict:
+    """{run name: {step_k: ...}} of the only env/task/system in a marl-eval file."""
+    (env,) = metrics.values()
+    (task,) = env.values()
+    (system,) = task.values()
+    return system

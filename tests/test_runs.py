@@ -1,0 +1,109 @@
+"""Whole-run properties: seeds become separate runs, runs are reproducible, resume is exact."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from stoix.systems.ppo.anakin import ff_ppo
+from stoix.utils.entry import compose_config
+from tests.helpers import REPO, TINY, read_metrics, run_script, runs_of
+
+
+def test_four_seeds_are_four_runs_and_differ(tmp_path):
+    cfg = compose_config(
+        "ff_ppo",
+        [*TINY, "arch.total_timesteps=4096", "arch.num_seeds=4", f"logger.base_exp_path={tmp_path}"],
+    )
+    ff_ppo.run_experiment(cfg)
+    runs = runs_of(read_metrics(tmp_path))
+    assert sorted(runs) == ["seed_42", "seed_43", "seed_44", "seed_45"]
+    finals = {tuple(r["step_1"]["episode_return"]) for r in runs.values()}
+    assert len(finals) == 4, "independent seeds must not produce identical evaluations"
+
+
+def test_same_seed_same_numbers(tmp_path):
+    overrides = [*TINY, "arch.total_timesteps=4096", "logger.use_tb=False"]
+    results = []
+    for name in ("a", "b"):
+        cfg = compose_config("ff_ppo", [*overrides, f"logger.base_exp_path={tmp_path / name}"])
+        ff_ppo.run_experiment(cfg)
+        results.append(runs_of(read_metrics(tmp_path / name)))
+    assert results[0] == results[1]
+
+
+RESUME_OVERRIDES = [
+    "arch.total_num_envs=16",
+    "arch.total_timesteps=122880",
+    "arch.num_evaluation=6",
+    "arch.num_eval_episodes=8",
+    "arch.absolute_metric_episode_multiplier=2",
+    "logger.use_tb=False",
+]
+
+
+def test_kill_9_after_second_checkpoint_then_resume_is_exact(tmp_path):
+    reference = run_script(
+        "stoix/systems/ppo/anakin/ff_ppo.py",
+        [*RESUME_OVERRIDES, f"logger.base_exp_path={tmp_path / 'reference'}"],
+    )
+    assert reference.returncode == 0, reference.stderr[-2000:]
+
+    # Start the same run with checkpointing and kill it hard once a second checkpoint exists.
+    killed_base = tmp_path / "killed"
+    args = [
+        *RESUME_OVERRIDES,
+        f"logger.base_exp_path={killed_base}",
+        "logger.checkpointing.save_model=True",
+    ]
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "stoix/systems/ppo/anakin/ff_ppo.py"), *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 300
+    second_checkpoint = None
+    while time.monotonic() < deadline and process.poll() is None:
+        found = [p for p in killed_base.rglob("checkpoints/1") if p.is_dir()]
+        if found:
+            second_checkpoint = found[0]
+            break
+        time.sleep(0.01)
+    assert second_checkpoint is not None, "the run never wrote its second checkpoint"
+    assert process.poll() is None, "the run finished before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    partial = runs_of(read_metrics(killed_base))["seed_42"]
+    assert "step_5" not in partial and "absolute_metrics" not in partial
+
+    resumed = run_script(
+        "stoix/systems/ppo/anakin/ff_ppo.py",
+        [*args[:-1], "logger.checkpointing.load_model=True", "logger.checkpointing.save_model=True"],
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "Resuming" in resumed.stdout
+    assert runs_of(read_metrics(killed_base)) == runs_of(read_metrics(tmp_path / "reference"))
+
+
+def test_resume_refuses_a_checkpoint_of_another_config(tmp_path):
+    base = tmp_path / "runs"
+    first = run_script(
+        "stoix/systems/ppo/anakin/ff_ppo.py",
+        [*TINY, "arch.total_timesteps=2048", f"logger.base_exp_path={base}",
+         "logger.checkpointing.save_model=True"],
+    )
+    assert first.returncode == 0, first.stderr[-2000:]
+    run_dir = next(Path(base).rglob("checkpoints")).parent
+    other = run_script(
+        "stoix/systems/ppo/anakin/ff_ppo.py",
+        [*TINY, "arch.total_timesteps=2048", "system.epochs=2", f"logger.base_exp_path={base}",
+         f"logger.checkpointing.load_path={run_dir}"],
+    )
+    assert other.returncode == 2
+    lines = [line for line in other.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "system.epochs" in lines[0], other.stderr
