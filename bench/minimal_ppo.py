@@ -131,9 +131,9 @@ def make_train(num_envs: int, rollout_length: int, num_minibatches: int, num_upd
             key, act_key, env_key = jax.random.split(key, 3)
             logits = mlp(params["actor"], obs)
             action = jax.random.categorical(act_key, logits)
-            log_prob = jnp.take_along_axis(
-                jax.nn.log_softmax(logits), action[:, None], axis=-1
-            )[:, 0]
+            log_prob = jnp.take_along_axis(jax.nn.log_softmax(logits), action[:, None], axis=-1)[
+                :, 0
+            ]
             value = value_fn(params, obs)
             next_obs, env_state, reward, terminated, truncated, _ = env_step(
                 jax.random.split(env_key, num_envs), env_state, action, env_params
@@ -169,9 +169,7 @@ def make_train(num_envs: int, rollout_length: int, num_minibatches: int, num_upd
             params, opt_state, key = c
             key, perm_key = jax.random.split(key)
             perm = jax.random.permutation(perm_key, batch_size)
-            mbs = jax.tree.map(
-                lambda x: x[perm].reshape((num_minibatches, -1) + x.shape[1:]), flat
-            )
+            mbs = jax.tree.map(lambda x: x[perm].reshape((num_minibatches, -1) + x.shape[1:]), flat)
             (params, opt_state), _ = jax.lax.scan(sgd_step, (params, opt_state), mbs)
             return (params, opt_state, key), None
 

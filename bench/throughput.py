@@ -23,9 +23,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Sequence
 
 REPO = Path(__file__).resolve().parent.parent
 RESULT_TAG = "BENCH_RESULT "
@@ -97,7 +97,6 @@ def worker_rollout(num_envs: int, steps: int, seed: int) -> Dict[str, Any]:
     """Acting alone: the env and the actor's forward + sample, structured like the rollouts of
     training (an outer scan over updates of a `ROLLOUT_LENGTH` scan that stores rewards)."""
     import jax
-    import jax.numpy as jnp
 
     from stoix.networks.base import make_actor
     from stoix.utils.entry import compose_config
@@ -230,7 +229,7 @@ def machine_description() -> Dict[str, str]:
         "cores": str(os.cpu_count()),
         "jax": jax.__version__,
         "python": platform.python_version(),
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
 
 
@@ -238,8 +237,13 @@ def fmt_int(x: float) -> str:
     return f"{x:,.0f}" if math.isfinite(x) else "–"
 
 
-def render(rows: List[Dict[str, Any]], check: Optional[Dict[str, Any]], machine: Dict[str, str],
-           command: str, repeats: int) -> str:
+def render(
+    rows: List[Dict[str, Any]],
+    check: Dict[str, Any] | None,
+    machine: Dict[str, str],
+    command: str,
+    repeats: int,
+) -> str:
     lines = [
         "| envs | env steps | Stoix train SPS | compile s | compilations | rollout SPS "
         "| Stoix / rollout | minimal SPS | minimal compile s | Stoix / minimal "
@@ -287,15 +291,23 @@ def write_doc(path: Path, table: str) -> None:
     path.write_text(header + table)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="ff_ppo throughput vs its speeds of light")
     parser.add_argument("--envs", type=int, nargs="+", default=[4, 128, 1024])
-    parser.add_argument("--steps", type=int, default=None,
-                        help="env steps per run for every size (default: a per-size budget)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="env steps per run for every size (default: a per-size budget)",
+    )
     parser.add_argument("--repeats", type=int, default=1, help="runs per cell; the best counts")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--check-envs", type=int, default=128,
-                        help="env count of the compilations-vs-num_evaluation check (0: skip)")
+    parser.add_argument(
+        "--check-envs",
+        type=int,
+        default=128,
+        help="env count of the compilations-vs-num_evaluation check (0: skip)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="write the table here (markdown)")
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--worker-args", default="{}", help=argparse.SUPPRESS)
@@ -320,10 +332,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             runs["rollout"].append(spawn("rollout", num_envs=n, steps=steps, seed=args.seed))
         row: Dict[str, Any] = {"envs": n, **{kind: best_of(r) for kind, r in runs.items()}}
         for kind in ("stoix", "minimal", "rollout"):
-            print(f"  {kind:8s} {row[kind]['sps']:>12,.0f} SPS  "
-                  f"compile {row[kind]['compile_seconds']:.1f}s  "
-                  f"others' cores {row[kind]['others_cores']:.2f}",
-                  flush=True)
+            print(
+                f"  {kind:8s} {row[kind]['sps']:>12,.0f} SPS  "
+                f"compile {row[kind]['compile_seconds']:.1f}s  "
+                f"others' cores {row[kind]['others_cores']:.2f}",
+                flush=True,
+            )
         rows.append(row)
 
     check = None
@@ -331,15 +345,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         # A short budget is enough: the count depends on the programs, not on their length.
         steps = round_steps(16 * args.check_envs * ROLLOUT_LENGTH, args.check_envs)
         counts = [
-            spawn("stoix", num_envs=args.check_envs, steps=steps, num_evaluation=k,
-                  seed=args.seed)["compilations"]
+            spawn("stoix", num_envs=args.check_envs, steps=steps, num_evaluation=k, seed=args.seed)[
+                "compilations"
+            ]
             for k in (4, 8)
         ]
         check = {"envs": args.check_envs, "steps": steps, "evaluations": (4, 8), "counts": counts}
 
-    command = "python bench/throughput.py " + " ".join(
-        sys.argv[1:] if argv is None else list(argv)
-    )
+    command = "python bench/throughput.py " + " ".join(sys.argv[1:] if argv is None else list(argv))
     table = render(rows, check, machine_description(), command.strip(), args.repeats)
     print("\n" + table)
     if args.out is not None:

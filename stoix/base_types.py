@@ -3,7 +3,7 @@
 Shapes in comments use: T rollout length, N environments, A action dimension.
 """
 
-from typing import Any, Callable, Dict, NamedTuple, Optional, Protocol, Tuple
+from typing import Any, Callable, Dict, NamedTuple, Protocol, Tuple
 
 import chex
 import jax.numpy as jnp
@@ -96,8 +96,8 @@ class EnvSpec:
     observation_shape: Tuple[int, ...] = struct.field(pytree_node=False)
     action_kind: str = struct.field(pytree_node=False)  # "discrete" | "continuous"
     num_actions: int = struct.field(pytree_node=False)  # discrete: choices; continuous: A
-    action_minimum: Optional[Tuple[float, ...]] = struct.field(pytree_node=False, default=None)
-    action_maximum: Optional[Tuple[float, ...]] = struct.field(pytree_node=False, default=None)
+    action_minimum: Tuple[float, ...] | None = struct.field(pytree_node=False, default=None)
+    action_maximum: Tuple[float, ...] | None = struct.field(pytree_node=False, default=None)
     max_episode_steps: int = struct.field(pytree_node=False, default=1000)
 
 

@@ -19,7 +19,9 @@ TINY = (
 )
 
 
-def run_script(script: str, overrides: Sequence[str], timeout: float = 600) -> subprocess.CompletedProcess:
+def run_script(
+    script: str, overrides: Sequence[str], timeout: float = 600
+) -> subprocess.CompletedProcess:
     """Runs a system file as a user would, on two forced CPU devices."""
     env = dict(os.environ)
     env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"

@@ -69,7 +69,8 @@ def test_command_line_error_is_one_line_and_exit_2(tmp_path):
 
 def test_command_line_unknown_key_names_it(tmp_path):
     result = run_script(
-        "stoix/systems/ppo/anakin/ff_ppo.py", ["system.not_a_key=1", f"logger.base_exp_path={tmp_path}"]
+        "stoix/systems/ppo/anakin/ff_ppo.py",
+        ["system.not_a_key=1", f"logger.base_exp_path={tmp_path}"],
     )
     assert result.returncode != 0
     assert "system.not_a_key" in result.stderr

@@ -11,7 +11,9 @@ GAMMA, LAM = 0.9, 0.8
 
 
 def gae(rewards, values, next_values, terminated, ended):
-    rewards, values, next_values = map(lambda x: jnp.asarray(x, jnp.float32), (rewards, values, next_values))
+    rewards, values, next_values = map(
+        lambda x: jnp.asarray(x, jnp.float32), (rewards, values, next_values)
+    )
     discounts = GAMMA * (1.0 - jnp.asarray(terminated, jnp.float32))
     return generalized_advantage_estimation(
         rewards, values, next_values, discounts, jnp.asarray(ended, bool), LAM
@@ -66,9 +68,7 @@ def test_matches_rlax_when_next_values_follow_values():
     values_ext = rng.normal(size=T + 1).astype(np.float32)
     terminated = (rng.random(T) < 0.2).astype(np.float32)
     discounts = GAMMA * (1 - terminated)
-    expected = rlax.truncated_generalized_advantage_estimation(
-        rewards, discounts, LAM, values_ext
-    )
+    expected = rlax.truncated_generalized_advantage_estimation(rewards, discounts, LAM, values_ext)
     adv, _ = generalized_advantage_estimation(
         jnp.asarray(rewards),
         jnp.asarray(values_ext[:-1]),
@@ -83,7 +83,9 @@ def test_matches_rlax_when_next_values_follow_values():
 def test_batched_over_envs():
     r = jnp.ones((4, 3))
     v = jnp.zeros((4, 3))
-    adv, _ = generalized_advantage_estimation(r, v, v, jnp.full((4, 3), GAMMA), jnp.zeros((4, 3), bool), LAM)
+    adv, _ = generalized_advantage_estimation(
+        r, v, v, jnp.full((4, 3), GAMMA), jnp.zeros((4, 3), bool), LAM
+    )
     assert adv.shape == (4, 3)
     np.testing.assert_allclose(adv[-1], 1.0)
     np.testing.assert_allclose(adv[0], 1 + 0.72 + 0.72**2 + 0.72**3, rtol=1e-6)

@@ -23,8 +23,12 @@ def test_clipped_policy_loss_by_hand():
 def test_clipped_policy_gradient_vanishes_outside_the_clip():
     old = jnp.log(jnp.array([0.5]))
     adv = jnp.array([1.0])
-    grad_inside = jax.grad(lambda lp: clipped_policy_loss(lp, old, adv, 0.2)[0])(jnp.log(jnp.array([0.55])))
-    grad_outside = jax.grad(lambda lp: clipped_policy_loss(lp, old, adv, 0.2)[0])(jnp.log(jnp.array([0.75])))
+    grad_inside = jax.grad(lambda lp: clipped_policy_loss(lp, old, adv, 0.2)[0])(
+        jnp.log(jnp.array([0.55]))
+    )
+    grad_outside = jax.grad(lambda lp: clipped_policy_loss(lp, old, adv, 0.2)[0])(
+        jnp.log(jnp.array([0.75]))
+    )
     assert float(grad_inside[0]) < 0.0
     assert float(grad_outside[0]) == 0.0
 

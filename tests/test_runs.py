@@ -7,15 +7,23 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from stoix.systems.ppo.anakin import ff_ppo
 from stoix.utils.entry import compose_config
+from stoix.utils.runner import TrainingDiverged, run_anakin_measured
 from tests.helpers import REPO, TINY, read_metrics, run_script, runs_of
 
 
 def test_four_seeds_are_four_runs_and_differ(tmp_path):
     cfg = compose_config(
         "ff_ppo",
-        [*TINY, "arch.total_timesteps=4096", "arch.num_seeds=4", f"logger.base_exp_path={tmp_path}"],
+        [
+            *TINY,
+            "arch.total_timesteps=4096",
+            "arch.num_seeds=4",
+            f"logger.base_exp_path={tmp_path}",
+        ],
     )
     ff_ppo.run_experiment(cfg)
     runs = runs_of(read_metrics(tmp_path))
@@ -58,7 +66,9 @@ def test_kill_9_after_second_checkpoint_then_resume_is_exact(tmp_path):
         f"logger.base_exp_path={killed_base}",
         "logger.checkpointing.save_model=True",
     ]
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu"
+    )
     process = subprocess.Popen(
         [sys.executable, str(REPO / "stoix/systems/ppo/anakin/ff_ppo.py"), *args],
         cwd=REPO,
@@ -83,7 +93,11 @@ def test_kill_9_after_second_checkpoint_then_resume_is_exact(tmp_path):
 
     resumed = run_script(
         "stoix/systems/ppo/anakin/ff_ppo.py",
-        [*args[:-1], "logger.checkpointing.load_model=True", "logger.checkpointing.save_model=True"],
+        [
+            *args[:-1],
+            "logger.checkpointing.load_model=True",
+            "logger.checkpointing.save_model=True",
+        ],
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "Resuming" in resumed.stdout
@@ -94,16 +108,59 @@ def test_resume_refuses_a_checkpoint_of_another_config(tmp_path):
     base = tmp_path / "runs"
     first = run_script(
         "stoix/systems/ppo/anakin/ff_ppo.py",
-        [*TINY, "arch.total_timesteps=2048", f"logger.base_exp_path={base}",
-         "logger.checkpointing.save_model=True"],
+        [
+            *TINY,
+            "arch.total_timesteps=2048",
+            f"logger.base_exp_path={base}",
+            "logger.checkpointing.save_model=True",
+        ],
     )
     assert first.returncode == 0, first.stderr[-2000:]
     run_dir = next(Path(base).rglob("checkpoints")).parent
     other = run_script(
         "stoix/systems/ppo/anakin/ff_ppo.py",
-        [*TINY, "arch.total_timesteps=2048", "system.epochs=2", f"logger.base_exp_path={base}",
-         f"logger.checkpointing.load_path={run_dir}"],
+        [
+            *TINY,
+            "arch.total_timesteps=2048",
+            "system.epochs=2",
+            f"logger.base_exp_path={base}",
+            f"logger.checkpointing.load_path={run_dir}",
+        ],
     )
     assert other.returncode == 2
     lines = [line for line in other.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "system.epochs" in lines[0], other.stderr
+
+
+def test_divergence_stops_the_run_naming_the_step(tmp_path):
+    cfg = compose_config(
+        "ff_ppo",
+        [
+            *TINY,
+            "arch.total_timesteps=2048",
+            "system.actor_lr=1e30",
+            "system.critic_lr=1e30",
+            "system.decay_learning_rates=False",
+            f"logger.base_exp_path={tmp_path}",
+        ],
+    )
+    with pytest.raises(TrainingDiverged, match=r"non-finite .*actor_loss.* at step 1,024"):
+        ff_ppo.run_experiment(cfg)
+
+
+def test_nothing_compiles_after_start_up(tmp_path):
+    # Logging, evaluation, best-params tracking and checkpointing reuse the programs compiled
+    # at start-up: a period must never trigger a compilation.
+    cfg = compose_config(
+        "ff_ppo",
+        [
+            *TINY,
+            "arch.total_timesteps=4096",
+            "arch.num_evaluation=4",
+            "arch.num_seeds=2",
+            "logger.checkpointing.save_model=True",
+            f"logger.base_exp_path={tmp_path}",
+        ],
+    )
+    result = run_anakin_measured(cfg, ff_ppo.SYSTEM)
+    assert result.compilations_after_startup == 0, result

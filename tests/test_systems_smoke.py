@@ -19,7 +19,9 @@ def test_two_devices_are_forced():
     assert jax.device_count() == 2
 
 
-@pytest.mark.parametrize("system, config, extra", SYSTEMS, ids=["ff_ppo", "ff_ppo_continuous", "ff_ppo_cnn"])
+@pytest.mark.parametrize(
+    "system, config, extra", SYSTEMS, ids=["ff_ppo", "ff_ppo_continuous", "ff_ppo_cnn"]
+)
 def test_system_smoke_on_two_devices(system, config, extra, tmp_path):
     cfg = compose_config(
         config,

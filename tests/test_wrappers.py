@@ -79,6 +79,8 @@ def test_vmapped_envs_reset_independently():
 
 def test_factory_builds_every_gymnax_task():
     for task, scenario in GYMNAX_TASKS.items():
-        env = make_env(OmegaConf.create({"suite": "gymnax", "scenario": scenario, "task_name": task}))
+        env = make_env(
+            OmegaConf.create({"suite": "gymnax", "scenario": scenario, "task_name": task})
+        )
         assert env.spec.observation_shape
         assert env.spec.num_actions >= 1

@@ -1,6 +1,6 @@
 """Heads: map torso features to policies, values or action values."""
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 import distrax
 import flax.linen as nn
@@ -16,9 +16,7 @@ class CategoricalHead(nn.Module):
     action_dim: int
 
     @nn.compact
-    def __call__(
-        self, x: jax.Array, action_mask: Optional[jax.Array] = None
-    ) -> distrax.Categorical:
+    def __call__(self, x: jax.Array, action_mask: jax.Array | None = None) -> distrax.Categorical:
         logits = nn.Dense(self.action_dim, kernel_init=orthogonal(0.01))(x)
         if action_mask is not None:
             logits = jnp.where(action_mask, logits, jnp.finfo(logits.dtype).min)
@@ -37,7 +35,7 @@ class NormalHead(nn.Module):
 
     @nn.compact
     def __call__(
-        self, x: jax.Array, action_mask: Optional[jax.Array] = None
+        self, x: jax.Array, action_mask: jax.Array | None = None
     ) -> distrax.MultivariateNormalDiag:
         del action_mask
         loc = nn.Dense(self.action_dim, kernel_init=orthogonal(0.01))(x)
@@ -57,9 +55,7 @@ class TanhNormalHead(nn.Module):
     min_scale: float = 1e-3
 
     @nn.compact
-    def __call__(
-        self, x: jax.Array, action_mask: Optional[jax.Array] = None
-    ) -> distrax.Distribution:
+    def __call__(self, x: jax.Array, action_mask: jax.Array | None = None) -> distrax.Distribution:
         del action_mask
         loc = nn.Dense(self.action_dim, kernel_init=orthogonal(0.01))(x)
         scale = jax.nn.softplus(nn.Dense(self.action_dim, kernel_init=orthogonal(0.01))(x))

@@ -63,7 +63,8 @@ class CNNTorso(nn.Module):
         act = activation_fn(self.activation)
         batch_shape = x.shape[:-3]
         x = x.reshape((-1,) + x.shape[-3:])
-        for channels, kernel, stride in zip(self.channel_sizes, self.kernel_sizes, self.strides):
+        layers = zip(self.channel_sizes, self.kernel_sizes, self.strides, strict=True)
+        for channels, kernel, stride in layers:
             x = nn.Conv(channels, (kernel, kernel), (stride, stride), kernel_init=orthogonal())(x)
             if self.use_layer_norm:
                 x = nn.LayerNorm(reduction_axes=(-3, -2, -1))(x)

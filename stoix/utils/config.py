@@ -109,7 +109,8 @@ def make_run_plan(cfg: DictConfig, num_devices: int) -> RunPlan:
         requested = num_updates * steps_per_update
         if num_updates < num_evaluation:
             raise ConfigError(
-                f"arch.num_updates={num_updates} is smaller than arch.num_evaluation={num_evaluation}"
+                f"arch.num_updates={num_updates} is smaller than "
+                f"arch.num_evaluation={num_evaluation}"
             )
     updates_per_eval = num_updates // num_evaluation
     # Rounding to whole periods keeps every period the same compiled program; the plan reports

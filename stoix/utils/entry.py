@@ -11,6 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from stoix.utils.config import ConfigError
+from stoix.utils.runner import TrainingDiverged
 
 CONFIG_ROOT = Path(__file__).resolve().parent.parent / "configs"
 # Entry configs live in configs/default/<arch>/; they find the groups through hydra.searchpath.
@@ -47,6 +48,9 @@ def hydra_main(
             except ConfigError as err:
                 print(f"stoix: error: {err}", file=sys.stderr)
                 sys.exit(2)
+            except TrainingDiverged as err:
+                print(f"stoix: training diverged: {err}", file=sys.stderr)
+                sys.exit(1)
 
         return main
 

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, NamedTuple, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -85,7 +85,22 @@ class CheckpointPayload(NamedTuple):
 
 
 class TrainingDiverged(RuntimeError):
-    pass
+    """Training produced NaN or inf; the run stops before the bad state is checkpointed."""
+
+
+def _check_finite(train: Sequence[dict[str, float]], seeds: Sequence[int], step: int) -> None:
+    # Episode statistics are NaN when no episode ended in a period; only losses must be finite.
+    for seed, summary in zip(seeds, train, strict=True):
+        bad = [
+            name
+            for name, value in summary.items()
+            if name not in ("episode_return", "episode_length") and not np.isfinite(value)
+        ]
+        if bad:
+            raise TrainingDiverged(
+                f"non-finite {', '.join(bad)} in seed {seed} during the period ending at step "
+                f"{step:,}; the last good checkpoint (if any) is kept"
+            )
 
 
 @dataclass(frozen=True)
@@ -98,6 +113,7 @@ class RunResult:
     learn_seconds: float  # wall time inside the compiled learn calls, excluding compilation
     env_steps: int  # env steps run in this process, summed over seeds
     compilations: int  # XLA compilations from state creation to the end
+    compilations_after_startup: int  # during the evaluation periods: 0 when nothing recompiles
     run_dir: Path
 
 
@@ -185,7 +201,7 @@ def run_anakin(cfg: DictConfig, system: AnakinSystem) -> float:
 
 def run_anakin_measured(cfg: DictConfig, system: AnakinSystem) -> RunResult:
     """Runs one Anakin experiment and reports what it measured (see `RunResult`)."""
-    from stoix.utils.checkpointing import CheckpointError, Checkpointer
+    from stoix.utils.checkpointing import Checkpointer, CheckpointError
     from stoix.utils.logger import RunIdentity, StoixLogger
 
     OmegaConf.set_readonly(cfg, True)
@@ -304,7 +320,7 @@ def run_anakin_measured(cfg: DictConfig, system: AnakinSystem) -> RunResult:
         best_returns=np.full((plan.num_seeds,), -np.inf, np.float32),
     )
     ckpt_cfg = cfg.logger.checkpointing
-    checkpointer: Optional[Checkpointer] = None
+    checkpointer: Checkpointer | None = None
     start_period = 0
     if resume or ckpt_cfg.save_model:
         checkpointer = Checkpointer(
@@ -336,8 +352,16 @@ def run_anakin_measured(cfg: DictConfig, system: AnakinSystem) -> RunResult:
     # COMPILE once, ahead of time, so the periods below never compile again.
     compile_start = time.perf_counter()
     learn_compiled = learn.lower(state).compile()
-    eval_base_key = jax.random.PRNGKey(int(cfg.arch.seed) + 1_000_003)
+    # One key per evaluation (and one for the absolute metric), made now so periods compile nothing.
+    eval_keys = np.asarray(
+        jax.random.split(
+            jax.random.PRNGKey(int(cfg.arch.seed) + 1_000_003), plan.num_evaluation + 1
+        )
+    )
+    eval_base_key = eval_keys[0]
     evaluate_compiled = evaluate.lower(best_params, eval_base_key).compile()
+    improved_template = jax.device_put(np.zeros((plan.num_devices, plan.num_seeds), bool), sharded)
+    keep_best_compiled = keep_best.lower(best_params, best_params, improved_template).compile()
     absolute_compiled = None
     if bool(cfg.arch.absolute_metric):
         absolute_eval = make_sharded_eval(-(-absolute_episodes // plan.num_devices))
@@ -360,6 +384,7 @@ def run_anakin_measured(cfg: DictConfig, system: AnakinSystem) -> RunResult:
     )
     print(f"Writing to {run_dir} (compiled in {compile_seconds:.1f}s)")
 
+    startup_compilations = compile_counter.count
     last_return = float("nan")
     absolute_return = float("nan")
     total_learn_seconds = 0.0
@@ -375,30 +400,20 @@ def run_anakin_measured(cfg: DictConfig, system: AnakinSystem) -> RunResult:
             env_steps += plan.num_seeds * plan.steps_per_evaluation
             train = _summarise_train(metrics, plan.num_seeds)
             steps_done = (period + 1) * plan.steps_per_evaluation
-            for s, summary in enumerate(train):
-                bad = [
-                    k
-                    for k, v in summary.items()
-                    if k != "episode_return" and k != "episode_length" and not np.isfinite(v)
-                ]
-                if bad:
-                    raise TrainingDiverged(
-                        f"non-finite {', '.join(bad)} in seed {seeds[s]} during the period ending at "
-                        f"step {steps_done:,}; the last good checkpoint (if any) is kept"
-                    )
+            _check_finite(train, seeds, steps_done)
 
             # EVALUATE the current params; remember each seed's best for the absolute metric.
             start = time.perf_counter()
             actor_params = extract_actor(state)
             evaluation = _eval_to_host(
-                evaluate_compiled(actor_params, jax.random.fold_in(eval_base_key, period)),
+                evaluate_compiled(actor_params, eval_keys[period]),
                 plan.num_eval_episodes,
             )
             eval_seconds = time.perf_counter() - start
             mean_returns = np.array([e["episode_return"].mean() for e in evaluation], np.float32)
             improved = mean_returns > best_returns
             improved_per_device = np.broadcast_to(improved, (plan.num_devices, plan.num_seeds))
-            best_params = keep_best(
+            best_params = keep_best_compiled(
                 best_params, actor_params, jax.device_put(improved_per_device, sharded)
             )
             best_returns = np.where(improved, mean_returns, best_returns)
@@ -427,9 +442,7 @@ def run_anakin_measured(cfg: DictConfig, system: AnakinSystem) -> RunResult:
 
         if absolute_compiled is not None:
             absolute = _eval_to_host(
-                absolute_compiled(
-                    best_params, jax.random.fold_in(eval_base_key, plan.num_evaluation)
-                ),
+                absolute_compiled(best_params, eval_keys[plan.num_evaluation]),
                 absolute_episodes,
             )
             logger.log_absolute(absolute)
@@ -447,5 +460,6 @@ def run_anakin_measured(cfg: DictConfig, system: AnakinSystem) -> RunResult:
         learn_seconds=total_learn_seconds,
         env_steps=env_steps,
         compilations=compile_counter.count,
+        compilations_after_startup=compile_counter.count - startup_compilations,
         run_dir=run_dir,
     )

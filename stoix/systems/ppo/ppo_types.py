@@ -12,6 +12,7 @@ from stoix.base_types import (
     PRNGKey,
     TimeStep,
 )
+from stoix.utils.running_statistics import RunningStatistics
 
 
 class PPOLearnerState(NamedTuple):
@@ -22,6 +23,7 @@ class PPOLearnerState(NamedTuple):
     key: PRNGKey
     env_state: EnvState  # [N]
     timestep: TimeStep  # [N] the timestep the next rollout acts on
+    obs_stats: RunningStatistics  # observation normalisation (left at identity when disabled)
 
 
 class PPOTransition(NamedTuple):

@@ -28,6 +28,12 @@ from stoix.utils.config import RunPlan, check_divides, check_range
 from stoix.utils.entry import hydra_main
 from stoix.utils.multistep import generalized_advantage_estimation
 from stoix.utils.runner import AnakinSystem, BuildContext, SystemParts, pmean_replicas, run_anakin
+from stoix.utils.running_statistics import (
+    RunningStatistics,
+    init_statistics,
+    normalise,
+    update_statistics,
+)
 
 ApplyFn = Callable[..., Any]
 
@@ -43,6 +49,7 @@ class PPOHyperparameters(NamedTuple):
     epochs: int
     num_minibatches: int
     rollout_length: int
+    normalise_observations: bool
 
 
 class MinibatchData(NamedTuple):
@@ -69,6 +76,13 @@ def to_env_action(networks: Networks, action: jax.Array) -> jax.Array:
     return jnp.clip(action, networks.action_low, networks.action_high)
 
 
+def observe(hp: PPOHyperparameters, stats: RunningStatistics, obs: Observation) -> Observation:
+    """What the networks see: the observation, normalised when that is switched on."""
+    if not hp.normalise_observations:
+        return obs
+    return obs._replace(agent_view=normalise(stats, obs.agent_view))
+
+
 # ROLLOUT
 
 
@@ -79,7 +93,8 @@ def rollout(
 
     def step(carry: PPOLearnerState, _: None) -> Tuple[PPOLearnerState, PPOTransition]:
         key, act_key = jax.random.split(carry.key)
-        dist = networks.actor_apply(carry.params.actor_params, carry.timestep.observation)
+        observation = observe(hp, carry.obs_stats, carry.timestep.observation)
+        dist = networks.actor_apply(carry.params.actor_params, observation)
         action = dist.sample(seed=act_key)
         log_prob = dist.log_prob(action)
         env_state, timestep = jax.vmap(env.step)(carry.env_state, to_env_action(networks, action))
@@ -158,15 +173,22 @@ def update_step(
     networks: Networks, env: Any, hp: PPOHyperparameters, state: PPOLearnerState
 ) -> Tuple[PPOLearnerState, TrainMetrics]:
     state, traj = rollout(networks, env, hp, state)
+    # The rollout acted on observations normalised with the statistics frozen at its start; the
+    # learning below sees the same, and only the next update uses the refreshed statistics.
+    observation = observe(hp, state.obs_stats, traj.observation)
+    next_observation = observe(hp, state.obs_stats, traj.next_observation)
+    obs_stats = state.obs_stats
+    if hp.normalise_observations:
+        obs_stats = update_statistics(obs_stats, traj.observation.agent_view, pmean_replicas)
 
     # Values of the observed and of the true next observations in one batched pass; at a
     # truncation the next observation is the episode's last, so the bootstrap is right.
-    both = jax.tree.map(lambda a, b: jnp.stack([a, b]), traj.observation, traj.next_observation)
+    both = jax.tree.map(lambda a, b: jnp.stack([a, b]), observation, next_observation)
     values, next_values = networks.critic_apply(state.params.critic_params, both)
     advantages, targets = generalized_advantage_estimation(
         traj.reward, values, next_values, hp.gamma * traj.discount, traj.episode_end, hp.gae_lambda
     )
-    data = MinibatchData(traj.observation, traj.action, traj.log_prob, values, advantages, targets)
+    data = MinibatchData(observation, traj.action, traj.log_prob, values, advantages, targets)
     flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), data)
     batch_size = flat.advantage.shape[0]
     step = functools.partial(minibatch_step, networks, hp)
@@ -193,7 +215,9 @@ def update_step(
         num_episodes=jnp.sum(ended),
         loss_info=jax.tree.map(jnp.mean, info),
     )
-    return state._replace(params=params, opt_states=opt_states, key=key), metrics
+    return state._replace(
+        params=params, opt_states=opt_states, key=key, obs_stats=obs_stats
+    ), metrics
 
 
 # SET-UP
@@ -220,6 +244,7 @@ def build(ctx: BuildContext) -> SystemParts:
         epochs=int(sys_cfg.epochs),
         num_minibatches=int(sys_cfg.num_minibatches),
         rollout_length=plan.rollout_length,
+        normalise_observations=bool(sys_cfg.normalise_observations),
     )
     actor, critic = make_actor(cfg.network, env.spec), make_critic(cfg.network)
     grad_steps = plan.num_updates * hp.epochs * hp.num_minibatches
@@ -257,11 +282,15 @@ def build(ctx: BuildContext) -> SystemParts:
         params, opt_states = shared
         env_key, state_key = jax.random.split(replica_key)
         env_state, timestep = jax.vmap(env.reset)(jax.random.split(env_key, num_envs))
-        return PPOLearnerState(params, opt_states, state_key, env_state, timestep)
+        obs_stats = init_statistics(env.spec.observation_shape)
+        return PPOLearnerState(params, opt_states, state_key, env_state, timestep, obs_stats)
 
     def eval_act(greedy: bool):
-        def act(params: Params, observation: Observation, key: PRNGKey) -> jax.Array:
-            dist = actor.apply(params, observation)
+        def act(
+            policy: Tuple[Params, RunningStatistics], observation: Observation, key: PRNGKey
+        ) -> jax.Array:
+            params, obs_stats = policy
+            dist = actor.apply(params, observe(hp, obs_stats, observation))
             action = greedy_action(dist) if greedy else dist.sample(seed=key)
             return to_env_action(networks, action)
 
@@ -271,7 +300,8 @@ def build(ctx: BuildContext) -> SystemParts:
         init_shared=init_shared,
         init_state=init_state,
         update_step=functools.partial(update_step, networks, env, hp),
-        actor_params=lambda state: state.params.actor_params,
+        # The evaluator gets the statistics too, so it normalises exactly as training does.
+        actor_params=lambda state: (state.params.actor_params, state.obs_stats),
         eval_act=eval_act,
     )
 
