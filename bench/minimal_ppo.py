@@ -48,13 +48,28 @@ HIDDEN = (64, 64)
 # NETWORKS: plain weight lists, so nothing but matmuls and tanh ends up in the program.
 
 
+def orthonormal(key: jax.Array, shape: tuple[int, int]) -> jax.Array:
+    """Orthogonal init with the QR in numpy: jaxlib 0.10.2's CPU QR kernels deadlock when the
+    actor's and critic's run at once on a 2-core machine (see docs/design-notes.md)."""
+    tall = (max(shape), min(shape))
+
+    def q_of(gaussian: np.ndarray) -> np.ndarray:
+        q, r = np.linalg.qr(gaussian)
+        return (q * np.sign(np.diag(r))).astype(np.float32)
+
+    q = jax.pure_callback(
+        q_of, jax.ShapeDtypeStruct(tall, jnp.float32), jax.random.normal(key, tall)
+    )
+    return q if shape[0] >= shape[1] else q.T
+
+
 def init_mlp(key: jax.Array, in_dim: int, out_dim: int, out_scale: float) -> list:
     dims = (in_dim, *HIDDEN, out_dim)
     keys = jax.random.split(key, len(dims) - 1)
     layers = []
     for i, k in enumerate(keys):
         scale = out_scale if i == len(keys) - 1 else np.sqrt(2.0)
-        w = jax.nn.initializers.orthogonal(scale)(k, (dims[i], dims[i + 1]), jnp.float32)
+        w = scale * orthonormal(k, (dims[i], dims[i + 1]))
         layers.append((w, jnp.zeros((dims[i + 1],), jnp.float32)))
     return layers
 

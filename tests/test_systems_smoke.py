@@ -12,6 +12,8 @@ SYSTEMS = [
     (ff_ppo, "ff_ppo", []),
     (ff_ppo_continuous, "ff_ppo_continuous", []),
     (ff_ppo, "ff_ppo", ["env=gymnax/breakout", "network=cnn"]),
+    # Snake has an action mask: invalid moves must get zero probability in the categorical head.
+    (ff_ppo, "ff_ppo", ["env=jumanji/snake", "network=cnn", "env.max_episode_steps=64"]),
 ]
 
 
@@ -20,7 +22,9 @@ def test_two_devices_are_forced():
 
 
 @pytest.mark.parametrize(
-    "system, config, extra", SYSTEMS, ids=["ff_ppo", "ff_ppo_continuous", "ff_ppo_cnn"]
+    "system, config, extra",
+    SYSTEMS,
+    ids=["ff_ppo", "ff_ppo_continuous", "ff_ppo_cnn_minatar", "ff_ppo_cnn_snake"],
 )
 def test_system_smoke_on_two_devices(system, config, extra, tmp_path):
     cfg = compose_config(

@@ -53,8 +53,8 @@ class SystemParts(NamedTuple):
     """What a system hands the runner; every function acts on ONE replica (no leading axes).
 
     init_shared: params_key -> what all replicas of a seed share (parameters, optimiser
-        states). It runs on one device: batched QR (orthogonal initialisers) deadlocks when two
-        CPU devices run it at once, and sharing it makes replicas start identical by design.
+        states). It runs once per seed on one device, so every replica of a seed starts from
+        identical parameters by construction.
     init_state: (shared, replica_key) -> learner state of one replica; replica_key seeds its
         envs and sampling.
     update_step: one update (rollout + learning) of one replica; average gradients with
