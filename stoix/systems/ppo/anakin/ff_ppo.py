@@ -90,16 +90,21 @@ def rollout(
     networks: Networks, env: Any, hp: PPOHyperparameters, state: PPOLearnerState
 ) -> Tuple[PPOLearnerState, PPOTransition]:
     """Steps all envs of the replica `rollout_length` times with the current policy."""
+    # Only what changes step to step is carried; parameters and statistics are closed over, so
+    # the loop does not move the optimiser state around at every env step.
+    actor_params, obs_stats = state.params.actor_params, state.obs_stats
 
-    def step(carry: PPOLearnerState, _: None) -> Tuple[PPOLearnerState, PPOTransition]:
-        key, act_key = jax.random.split(carry.key)
-        observation = observe(hp, carry.obs_stats, carry.timestep.observation)
-        dist = networks.actor_apply(carry.params.actor_params, observation)
+    def step(
+        carry: Tuple[PRNGKey, Any, Any], _: None
+    ) -> Tuple[Tuple[PRNGKey, Any, Any], PPOTransition]:
+        key, env_state, last_timestep = carry
+        key, act_key = jax.random.split(key)
+        dist = networks.actor_apply(actor_params, observe(hp, obs_stats, last_timestep.observation))
         action = dist.sample(seed=act_key)
         log_prob = dist.log_prob(action)
-        env_state, timestep = jax.vmap(env.step)(carry.env_state, to_env_action(networks, action))
+        env_state, timestep = jax.vmap(env.step)(env_state, to_env_action(networks, action))
         transition = PPOTransition(
-            observation=carry.timestep.observation,
+            observation=last_timestep.observation,
             action=action,
             log_prob=log_prob,
             reward=timestep.reward,
@@ -109,9 +114,12 @@ def rollout(
             episode_return=timestep.metrics.episode_return,
             episode_length=timestep.metrics.episode_length,
         )
-        return carry._replace(key=key, env_state=env_state, timestep=timestep), transition
+        return (key, env_state, timestep), transition
 
-    return jax.lax.scan(step, state, None, length=hp.rollout_length)
+    (key, env_state, timestep), traj = jax.lax.scan(
+        step, (state.key, state.env_state, state.timestep), None, length=hp.rollout_length
+    )
+    return state._replace(key=key, env_state=env_state, timestep=timestep), traj
 
 
 # LOSSES AND THE MINIBATCH STEP
