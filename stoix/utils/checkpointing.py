@@ -36,7 +36,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocp_policies
 
-FORMAT_VERSION: int = 1
+# 2: PPO learner states carry the next observation instead of the whole timestep.
+FORMAT_VERSION: int = 2
 
 _STATE_ITEM = "state"
 _META_ITEM = "meta"

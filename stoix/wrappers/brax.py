@@ -76,7 +76,8 @@ class BraxAdapter:
         step_count = jnp.zeros((), jnp.int32)
         return BraxState(env_state, step_count), self._observation(env_state, step_count)
 
-    def step(self, state: BraxState, action: Action) -> Tuple[BraxState, AdapterStep]:
+    def step(self, state: BraxState, action: Action, key: PRNGKey) -> Tuple[BraxState, AdapterStep]:
+        del key  # the simulator is deterministic or keeps its own key
         # The mjx backend only clips controls when the model declares actuator limits; clipping
         # here gives every backend the [-1, 1] range the spec promises.
         action = jnp.clip(jnp.reshape(action, (self._action_size,)), -1.0, 1.0)

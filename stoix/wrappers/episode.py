@@ -35,19 +35,24 @@ class AdapterStep(NamedTuple):
 class SuiteAdapter(Protocol, Generic[AdapterState]):
     """A simulator from one suite behind a pure reset/step pair.
 
-    The adapter carries its own randomness in its state when the simulator needs a key to step.
+    `EpisodeEnv` owns the randomness and hands each call its key, so one split per env step
+    serves both the step and a possible auto-reset (on CPU every threefry call is a rolled loop
+    of small kernels, so extra splits inside the inner loop cost real time at few envs).
+    Adapters whose simulator is deterministic, or keeps its own key, ignore `key` in `step`.
     """
 
     spec: EnvSpec
 
     def reset(self, key: PRNGKey) -> Tuple[AdapterState, Observation]: ...
 
-    def step(self, state: AdapterState, action: Action) -> Tuple[AdapterState, AdapterStep]: ...
+    def step(
+        self, state: AdapterState, action: Action, key: PRNGKey
+    ) -> Tuple[AdapterState, AdapterStep]: ...
 
 
 class EpisodeState(NamedTuple):
     adapter_state: Any
-    key: PRNGKey  # used only for the next auto-reset
+    key: PRNGKey  # source of the step and auto-reset keys
     step_count: jax.Array  # () int32, steps taken in the current episode
     episode_return: jax.Array  # () float32, return accumulated so far
 
@@ -91,7 +96,8 @@ class EpisodeEnv:
         return state, timestep
 
     def step(self, state: EpisodeState, action: Action) -> Tuple[EpisodeState, TimeStep]:
-        adapter_state, out = self.adapter.step(state.adapter_state, action)
+        key, step_key, reset_key = jax.random.split(state.key, 3)
+        adapter_state, out = self.adapter.step(state.adapter_state, action, step_key)
         step_count = state.step_count + 1
         episode_return = state.episode_return + out.reward
         terminated = out.terminated
@@ -102,7 +108,6 @@ class EpisodeEnv:
         )
         done = jnp.logical_or(terminated, truncated)
 
-        key, reset_key = jax.random.split(state.key)
         reset_adapter_state, reset_observation = self.adapter.reset(reset_key)
         # Selecting between the stepped and the reset state keeps the program branch-free, which
         # under vmap is what lax.cond would compile to anyway.
@@ -119,7 +124,7 @@ class EpisodeEnv:
         ).astype(jnp.int8)
         new_state = EpisodeState(
             adapter_state=next_adapter_state,
-            key=jnp.where(done, key, state.key),
+            key=key,
             step_count=jnp.where(done, 0, step_count),
             episode_return=jnp.where(done, 0.0, episode_return),
         )

@@ -4,7 +4,7 @@ gymnax's own `step` auto-resets and so loses the true final observation of a tru
 episode; this adapter calls `step_env` and leaves auto-reset to `EpisodeEnv`.
 """
 
-from typing import Any, NamedTuple, Tuple
+from typing import Any, Tuple
 
 import gymnax
 import jax
@@ -26,11 +26,6 @@ GYMNAX_TASKS = {
     "freeway": "Freeway-MinAtar",
     "space_invaders": "SpaceInvaders-MinAtar",
 }
-
-
-class GymnaxState(NamedTuple):
-    env_state: Any
-    key: PRNGKey
 
 
 class GymnaxAdapter:
@@ -63,20 +58,16 @@ class GymnaxAdapter:
             step_count=jnp.asarray(state.time, jnp.int32),
         )
 
-    def reset(self, key: PRNGKey) -> Tuple[GymnaxState, Observation]:
-        key, reset_key = jax.random.split(key)
-        obs, env_state = self._env.reset_env(reset_key, self._params)
-        return GymnaxState(env_state, key), self._observation(obs, env_state)
+    def reset(self, key: PRNGKey) -> Tuple[Any, Observation]:
+        obs, env_state = self._env.reset_env(key, self._params)
+        return env_state, self._observation(obs, env_state)
 
-    def step(self, state: GymnaxState, action: Action) -> Tuple[GymnaxState, AdapterStep]:
-        key, step_key = jax.random.split(state.key)
+    def step(self, state: Any, action: Action, key: PRNGKey) -> Tuple[Any, AdapterStep]:
         if not self._discrete:
             action = jnp.reshape(action, self._env.action_space(self._params).shape)
-        obs, env_state, reward, terminated, _ = self._env.step_env(
-            step_key, state.env_state, action, self._params
-        )
+        obs, env_state, reward, terminated, _ = self._env.step_env(key, state, action, self._params)
         truncated = self._env.is_truncated(env_state, self._params)
-        return GymnaxState(env_state, key), AdapterStep(
+        return env_state, AdapterStep(
             observation=self._observation(obs, env_state),
             reward=jnp.asarray(reward, jnp.float32),
             terminated=jnp.asarray(terminated, bool),

@@ -106,7 +106,10 @@ class JumanjiAdapter:
             timestep.observation, step_count
         )
 
-    def step(self, state: JumanjiState, action: Action) -> Tuple[JumanjiState, AdapterStep]:
+    def step(
+        self, state: JumanjiState, action: Action, key: PRNGKey
+    ) -> Tuple[JumanjiState, AdapterStep]:
+        del key  # the simulator is deterministic or keeps its own key
         env_state, timestep = self._env.step(state.env_state, jnp.asarray(action, jnp.int32))
         step_count = state.step_count + 1
         last = timestep.step_type == JumanjiStepType.LAST

@@ -10,7 +10,6 @@ from stoix.base_types import (
     EnvState,
     Observation,
     PRNGKey,
-    TimeStep,
 )
 from stoix.utils.running_statistics import RunningStatistics
 
@@ -22,7 +21,7 @@ class PPOLearnerState(NamedTuple):
     opt_states: ActorCriticOptStates
     key: PRNGKey
     env_state: EnvState  # [N]
-    timestep: TimeStep  # [N] the timestep the next rollout acts on
+    observation: Observation  # [N] what the next rollout acts on first
     obs_stats: RunningStatistics  # observation normalisation (left at identity when disabled)
 
 

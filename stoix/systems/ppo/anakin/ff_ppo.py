@@ -95,16 +95,18 @@ def rollout(
     actor_params, obs_stats = state.params.actor_params, state.obs_stats
 
     def step(
-        carry: Tuple[PRNGKey, Any, Any], _: None
-    ) -> Tuple[Tuple[PRNGKey, Any, Any], PPOTransition]:
-        key, env_state, last_timestep = carry
+        carry: Tuple[PRNGKey, Any, Observation], _: None
+    ) -> Tuple[Tuple[PRNGKey, Any, Observation], PPOTransition]:
+        # Only the observation of the last timestep is carried: every extra carried array is
+        # one more copy per env step, which is most of the loop's cost at a handful of envs.
+        key, env_state, observation = carry
         key, act_key = jax.random.split(key)
-        dist = networks.actor_apply(actor_params, observe(hp, obs_stats, last_timestep.observation))
+        dist = networks.actor_apply(actor_params, observe(hp, obs_stats, observation))
         action = dist.sample(seed=act_key)
         log_prob = dist.log_prob(action)
         env_state, timestep = jax.vmap(env.step)(env_state, to_env_action(networks, action))
         transition = PPOTransition(
-            observation=last_timestep.observation,
+            observation=observation,
             action=action,
             log_prob=log_prob,
             reward=timestep.reward,
@@ -114,12 +116,12 @@ def rollout(
             episode_return=timestep.metrics.episode_return,
             episode_length=timestep.metrics.episode_length,
         )
-        return (key, env_state, timestep), transition
+        return (key, env_state, timestep.observation), transition
 
-    (key, env_state, timestep), traj = jax.lax.scan(
-        step, (state.key, state.env_state, state.timestep), None, length=hp.rollout_length
+    (key, env_state, observation), traj = jax.lax.scan(
+        step, (state.key, state.env_state, state.observation), None, length=hp.rollout_length
     )
-    return state._replace(key=key, env_state=env_state, timestep=timestep), traj
+    return state._replace(key=key, env_state=env_state, observation=observation), traj
 
 
 # LOSSES AND THE MINIBATCH STEP
@@ -291,7 +293,9 @@ def build(ctx: BuildContext) -> SystemParts:
         env_key, state_key = jax.random.split(replica_key)
         env_state, timestep = jax.vmap(env.reset)(jax.random.split(env_key, num_envs))
         obs_stats = init_statistics(env.spec.observation_shape)
-        return PPOLearnerState(params, opt_states, state_key, env_state, timestep, obs_stats)
+        return PPOLearnerState(
+            params, opt_states, state_key, env_state, timestep.observation, obs_stats
+        )
 
     def eval_act(greedy: bool):
         def act(
