@@ -1,5 +1,7 @@
 """Every Anakin system runs end to end on two CPU devices, with seeds and an update batch."""
 
+import importlib
+
 import jax
 import numpy as np
 import pytest
@@ -51,3 +53,60 @@ def test_system_smoke_on_two_devices(system, config, extra, tmp_path):
         assert run["step_1"]["step_count"] == 2048
     assert (next(tmp_path.rglob("config.yaml"))).is_file()
     assert any(tmp_path.rglob("events.out.tfevents*"))
+
+
+Q_SYSTEMS = [
+    ("ff_dqn", []),
+    ("ff_dqn", ["network=mlp_dueling_dqn", "system.n_step=3", "system.tau=0"]),
+    ("ff_ddqn", []),
+    ("ff_mdqn", []),
+    ("ff_dqn_reg", []),
+    ("ff_c51", ["network=mlp_dueling_c51"]),
+    ("ff_qr_dqn", []),
+    ("ff_rainbow", []),
+    # Visual dueling network on MinAtar; Snake's action mask must hold in ε-greedy and targets.
+    ("ff_dqn", ["env=gymnax/breakout", "network=visual_dueling_dqn"]),
+    ("ff_ddqn", ["env=jumanji/snake", "network=visual_dqn", "env.max_episode_steps=64"]),
+]
+
+
+@pytest.mark.parametrize(
+    "config, extra",
+    Q_SYSTEMS,
+    ids=[
+        "ff_dqn",
+        "ff_dqn_dueling_nstep_hard_target",
+        "ff_ddqn",
+        "ff_mdqn",
+        "ff_dqn_reg",
+        "ff_c51_dueling",
+        "ff_qr_dqn",
+        "ff_rainbow",
+        "ff_dqn_visual_minatar",
+        "ff_ddqn_visual_snake",
+    ],
+)
+def test_q_system_smoke_on_two_devices(config, extra, tmp_path):
+    module = importlib.import_module(f"stoix.systems.q_learning.anakin.{config}")
+    cfg = compose_config(
+        config,
+        [
+            *TINY,
+            "arch.total_timesteps=1024",
+            "system.rollout_length=8",
+            "system.warmup_steps=8",
+            "system.batch_size=16",
+            "system.buffer_size=512",
+            "arch.num_seeds=2",
+            "arch.update_batch_size=2",
+            f"logger.base_exp_path={tmp_path}",
+            *extra,
+        ],
+    )
+    result = module.run_experiment(cfg)
+    assert np.isfinite(result)
+    runs = runs_of(read_metrics(tmp_path))
+    assert sorted(runs) == ["seed_42", "seed_43"]
+    for run in runs.values():
+        assert run["step_1"]["step_count"] == 1024
+        assert len(run["absolute_metrics"]["episode_return"]) == 8

@@ -1,4 +1,4 @@
-"""Actor and critic networks composed from a torso and a head, built from `network=` configs."""
+"""Actor, critic and Q networks composed from a torso and a head, built from `network=` configs."""
 
 from typing import Any, Callable
 
@@ -9,6 +9,7 @@ import jax
 from omegaconf import DictConfig
 
 from stoix.base_types import EnvSpec, Observation
+from stoix.networks.heads import QNetworkOutput
 
 
 class FeedForwardActor(nn.Module):
@@ -34,6 +35,22 @@ class FeedForwardCritic(nn.Module):
         return self.critic_head(self.torso(observation.agent_view))
 
 
+class FeedForwardQNetwork(nn.Module):
+    """Observation -> torso -> Q head (`QValues`, `CategoricalQValues` or `QuantileQValues`).
+
+    ``apply(params, obs)`` is deterministic (noisy layers use their mean weights);
+    ``apply(params, obs, rngs={"noise": key})`` samples NoisyNets noise.
+    """
+
+    torso: nn.Module
+    q_head: nn.Module
+
+    @nn.compact
+    def __call__(self, observation: Observation) -> QNetworkOutput:
+        features = self.torso(observation.agent_view)
+        return self.q_head(features, observation.action_mask)
+
+
 def _instantiate(node: DictConfig, **kwargs: Any) -> nn.Module:
     return hydra.utils.instantiate(node, **kwargs)
 
@@ -55,6 +72,30 @@ def make_critic(network_cfg: DictConfig) -> FeedForwardCritic:
     return FeedForwardCritic(
         torso=_instantiate(network_cfg.critic_network.pre_torso),
         critic_head=_instantiate(network_cfg.critic_network.critic_head),
+    )
+
+
+def make_q_network(network_cfg: DictConfig, spec: EnvSpec) -> FeedForwardQNetwork:
+    """Builds the Q network from `network.q_network` for this env's discrete actions.
+
+    Args:
+        network_cfg: The `network` config group, with `q_network.pre_torso` and
+            `q_network.q_head`.
+        spec: The environment's spec; its `num_actions` sizes the head.
+
+    Returns:
+        The unbound network.
+
+    Raises:
+        ValueError: If the environment's actions are not discrete.
+    """
+    if spec.action_kind != "discrete":
+        raise ValueError(
+            f"Q networks need discrete actions, but the environment's are {spec.action_kind}"
+        )
+    return FeedForwardQNetwork(
+        torso=_instantiate(network_cfg.q_network.pre_torso),
+        q_head=_instantiate(network_cfg.q_network.q_head, action_dim=spec.num_actions),
     )
 
 

@@ -59,3 +59,79 @@ def orthogonal(scale: float = 2.0**0.5) -> nn.initializers.Initializer:
         return scale * q.reshape(shape)
 
     return init
+
+
+def _symmetric_uniform(bound: float) -> nn.initializers.Initializer:
+    """U(-bound, bound); flax's `uniform` only samples [0, scale)."""
+
+    def init(key: jax.Array, shape: tuple[int, ...], dtype: jnp.dtype = jnp.float32) -> jax.Array:
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def _scaled_noise(key: jax.Array, size: int) -> jax.Array:
+    """f(x) = sign(x) sqrt(|x|) of standard normal draws: NoisyNets' factorised noise."""
+    noise = jax.random.normal(key, (size,))
+    return jnp.sign(noise) * jnp.sqrt(jnp.abs(noise))
+
+
+class NoisyDense(nn.Module):
+    """A dense layer with learned, factorised Gaussian weight noise (NoisyNets).
+
+    Fortunato et al. (2018), "Noisy Networks for Exploration". Weights are
+    ``mu + sigma * eps`` where ``eps`` is the outer product of two scaled noise vectors (one per
+    input, one per output), so a forward pass draws ``in + out`` normals rather than
+    ``in * out``. One noise sample is shared by the whole batch of a call.
+
+    Noise comes from the flax rng stream ``"noise"``: ``apply(..., rngs={"noise": key})`` gives
+    a noisy layer (acting and learning), while ``apply(...)`` without that stream uses the mean
+    weights only, which is the deterministic network used for greedy evaluation. Initialising
+    without a ``"noise"`` rng therefore works too.
+
+    Attributes:
+        features: Number of output units.
+        sigma_init: sigma0 of the paper; every sigma starts at ``sigma_init / sqrt(in)``.
+        kernel_init: Initialiser of the mean kernel; ``None`` gives the paper's
+            ``U(-1/sqrt(in), 1/sqrt(in))``. The mean bias always uses the latter.
+        use_bias: Whether to add a (noisy) bias.
+    """
+
+    features: int
+    sigma_init: float = 0.5
+    kernel_init: nn.initializers.Initializer | None = None
+    use_bias: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Applies the layer.
+
+        Args:
+            x: Inputs of shape ``[..., in]``.
+
+        Returns:
+            Outputs of shape ``[..., features]``.
+        """
+        x = jnp.asarray(x, jnp.float32)
+        in_features = x.shape[-1]
+        bound = 1.0 / np.sqrt(in_features)
+        mu_init = _symmetric_uniform(bound)
+        sigma_init = nn.initializers.constant(self.sigma_init * bound)
+        shape = (in_features, self.features)
+        kernel_mu = self.param("kernel_mu", self.kernel_init or mu_init, shape)
+        kernel_sigma = self.param("kernel_sigma", sigma_init, shape)
+        y = x @ kernel_mu
+        if self.use_bias:
+            bias_mu = self.param("bias_mu", mu_init, (self.features,))
+            bias_sigma = self.param("bias_sigma", sigma_init, (self.features,))
+            y = y + bias_mu
+        if self.has_rng("noise"):
+            in_key, out_key = jax.random.split(self.make_rng("noise"))
+            eps_in = _scaled_noise(in_key, in_features)
+            eps_out = _scaled_noise(out_key, self.features)
+            # x @ (sigma * outer(eps_in, eps_out)) == ((x * eps_in) @ sigma) * eps_out, which
+            # avoids building an [in, out] noise matrix on every call.
+            y = y + ((x * eps_in) @ kernel_sigma) * eps_out
+            if self.use_bias:
+                y = y + bias_sigma * eps_out
+        return y

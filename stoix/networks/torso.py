@@ -6,23 +6,31 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from stoix.networks.layers import activation_fn, orthogonal
+from stoix.networks.layers import NoisyDense, activation_fn, orthogonal
 
 
 class MLPTorso(nn.Module):
-    """Dense layers, each optionally followed by LayerNorm, then the activation."""
+    """Dense layers, each optionally followed by LayerNorm, then the activation.
+
+    With ``noisy=True`` the layers are `NoisyDense` (NoisyNets exploration, e.g. Rainbow): they
+    keep the NoisyNets initialisation, so ``kernel_scale`` applies to plain layers only.
+    """
 
     layer_sizes: Sequence[int] = (256, 256)
     activation: str = "relu"
     use_layer_norm: bool = False
     kernel_scale: float = 2.0**0.5
+    noisy: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         x = x.reshape(x.shape[: x.ndim - 1] + (-1,)) if x.ndim > 1 else x
         act = activation_fn(self.activation)
         for size in self.layer_sizes:
-            x = nn.Dense(size, kernel_init=orthogonal(self.kernel_scale))(x)
+            if self.noisy:
+                x = NoisyDense(size)(x)
+            else:
+                x = nn.Dense(size, kernel_init=orthogonal(self.kernel_scale))(x)
             if self.use_layer_norm:
                 x = nn.LayerNorm()(x)
             x = act(x)
@@ -36,19 +44,20 @@ class FlattenMLPTorso(nn.Module):
     activation: str = "relu"
     use_layer_norm: bool = False
     observation_ndim: int = 1
+    noisy: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         batch_shape = x.shape[: x.ndim - self.observation_ndim]
         x = x.reshape(batch_shape + (-1,))
-        return MLPTorso(self.layer_sizes, self.activation, self.use_layer_norm)(x)
+        return MLPTorso(self.layer_sizes, self.activation, self.use_layer_norm, noisy=self.noisy)(x)
 
 
 class CNNTorso(nn.Module):
     """Convolutions over (..., H, W, C) images, then dense layers.
 
     Sized for small grids such as MinAtar (10x10) and jumanji boards; image envs with large
-    frames want strides > 1.
+    frames want strides > 1. ``noisy`` makes the dense layers (not the convolutions) NoisyDense.
     """
 
     channel_sizes: Sequence[int] = (16,)
@@ -57,6 +66,7 @@ class CNNTorso(nn.Module):
     hidden_sizes: Sequence[int] = (128,)
     activation: str = "relu"
     use_layer_norm: bool = False
+    noisy: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -70,7 +80,9 @@ class CNNTorso(nn.Module):
                 x = nn.LayerNorm(reduction_axes=(-3, -2, -1))(x)
             x = act(x)
         x = x.reshape(batch_shape + (-1,))
-        return MLPTorso(self.hidden_sizes, self.activation, self.use_layer_norm)(x)
+        return MLPTorso(self.hidden_sizes, self.activation, self.use_layer_norm, noisy=self.noisy)(
+            x
+        )
 
 
 class IdentityTorso(nn.Module):

@@ -7,7 +7,7 @@ the next episode. `next_values` are the values of the true next observations, wh
 truncation is the episode's final observation, not the auto-reset one.
 """
 
-from typing import Tuple
+from typing import NamedTuple, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -44,3 +44,45 @@ def generalized_advantage_estimation(
         backward, jnp.zeros_like(deltas[0]), (deltas, trace_decay), reverse=True, unroll=8
     )
     return advantages, advantages + values
+
+
+class NStepTarget(NamedTuple):
+    """The pieces of an n-step bootstrapped target r + γ^k · d · Q(s_{t+k}, ·), per sample."""
+
+    reward: jax.Array  # [B] discounted sum of the rewards inside the episode
+    discount: jax.Array  # [B] γ^k, or 0 when the episode terminated within the k steps
+    last_index: jax.Array  # [B] int32, k − 1: the step whose next observation is bootstrapped
+
+
+def n_step_target(
+    rewards: jax.Array, terminated: jax.Array, episode_ends: jax.Array, gamma: float
+) -> NStepTarget:
+    """Folds sampled sequences of n consecutive transitions into one n-step transition each.
+
+    Batch-major [B, n] inputs, as flashbax samples them. The sum stops at the first episode end
+    inside the sequence: a termination there leaves nothing to bootstrap (discount 0); a
+    truncation bootstraps from that step's true final observation, which is why the caller
+    takes the next observation at `last_index` rather than at the end of the sequence. rlax's
+    n-step returns cannot do this, because they only see a discount and would run on into the
+    next episode after a truncation.
+
+    Args:
+        rewards: [B, n] rewards r_t … r_{t+n−1}.
+        terminated: [B, n] whether each step reached a terminal state.
+        episode_ends: [B, n] whether each step ended its episode (terminated or truncated).
+        gamma: discount per step.
+    """
+    n = rewards.shape[-1]
+    ends = episode_ends.astype(rewards.dtype)
+    # Step k counts when no earlier step of the sequence ended the episode.
+    in_episode = jnp.cumprod(
+        jnp.concatenate([jnp.ones_like(ends[..., :1]), 1.0 - ends[..., :-1]], -1), -1
+    )
+    powers = gamma ** jnp.arange(n, dtype=rewards.dtype)
+    reward = jnp.sum(in_episode * powers * rewards, axis=-1)
+    last_index = (jnp.sum(in_episode, axis=-1) - 1).astype(jnp.int32)
+    last_terminated = jnp.take_along_axis(terminated, last_index[..., None], -1)[..., 0]
+    discount = gamma ** (last_index + 1).astype(rewards.dtype) * (
+        1.0 - last_terminated.astype(rewards.dtype)
+    )
+    return NStepTarget(reward, discount, last_index)
