@@ -29,6 +29,7 @@ test: setup  ## the default test suite (CI runs this), on two forced CPU devices
 bench: setup  ## slow learning checks and the throughput table
 	$(PY) -m pytest -q -m slow $(ARGS)
 	$(PY) bench/throughput.py
+	$(PY) bench/q_learning.py
 
 lint: setup
 	$(VENV)/bin/ruff check stoix tests bench

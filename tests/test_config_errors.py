@@ -47,6 +47,35 @@ def test_continuous_system_on_discrete_env(tmp_path):
     )
 
 
+def test_value_based_system_on_continuous_env_is_one_line(tmp_path):
+    result = run_script(
+        "stoix/systems/q_learning/anakin/ff_dqn.py",
+        ["env=gymnax/pendulum", f"logger.base_exp_path={tmp_path}"],
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "stoix: error: env=gymnax/pendulum has continuous actions but ff_dqn handles only "
+        "discrete actions"
+    )
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (["system.batch_size=15"], "system.batch_size=15 is not divisible by 2 device"),
+        (["system.buffer_size=64"], "system.buffer_size=64 holds only 8 steps per env"),
+        (["system.warmup_steps=2", "system.n_step=3"], "system.warmup_steps=2 must be at least"),
+        (["system.epsilon_end=1.5"], "system.epsilon_end"),
+        (["system.n_step=0"], "system.n_step"),
+    ],
+)
+def test_bad_dqn_config_is_one_clear_error(overrides, match, tmp_path):
+    from stoix.systems.q_learning.anakin import ff_dqn
+
+    check(overrides, match, system=ff_dqn, config="ff_dqn", tmp_path=tmp_path)
+
+
 def test_added_unknown_key_is_refused():
     with pytest.raises(ConfigError, match="'system.not_a_key' is not a known config key"):
         compose_config("ff_ppo", ["+system.not_a_key=1"])

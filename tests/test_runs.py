@@ -52,17 +52,28 @@ RESUME_OVERRIDES = [
 ]
 
 
-def test_kill_9_after_second_checkpoint_then_resume_is_exact(tmp_path):
-    reference = run_script(
-        "stoix/systems/ppo/anakin/ff_ppo.py",
-        [*RESUME_OVERRIDES, f"logger.base_exp_path={tmp_path / 'reference'}"],
-    )
+# Rainbow's learner state holds a prioritised n-step replay buffer (contents, sum tree of
+# priorities), target parameters and noisy-network keys: all of them must survive the restart.
+RESUMABLE = {
+    "ff_ppo": ("stoix/systems/ppo/anakin/ff_ppo.py", []),
+    "ff_rainbow": (
+        "stoix/systems/q_learning/anakin/ff_rainbow.py",
+        ["arch.total_timesteps=245760", "system.buffer_size=8192"],
+    ),
+}
+
+
+@pytest.mark.parametrize("system", sorted(RESUMABLE))
+def test_kill_9_after_second_checkpoint_then_resume_is_exact(system, tmp_path):
+    script, extra = RESUMABLE[system]
+    overrides = [*RESUME_OVERRIDES, *extra]
+    reference = run_script(script, [*overrides, f"logger.base_exp_path={tmp_path / 'reference'}"])
     assert reference.returncode == 0, reference.stderr[-2000:]
 
     # Start the same run with checkpointing and kill it hard once a second checkpoint exists.
     killed_base = tmp_path / "killed"
     args = [
-        *RESUME_OVERRIDES,
+        *overrides,
         f"logger.base_exp_path={killed_base}",
         "logger.checkpointing.save_model=True",
     ]
@@ -70,7 +81,7 @@ def test_kill_9_after_second_checkpoint_then_resume_is_exact(tmp_path):
         os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu"
     )
     process = subprocess.Popen(
-        [sys.executable, str(REPO / "stoix/systems/ppo/anakin/ff_ppo.py"), *args],
+        [sys.executable, str(REPO / script), *args],
         cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -92,7 +103,7 @@ def test_kill_9_after_second_checkpoint_then_resume_is_exact(tmp_path):
     assert "step_5" not in partial and "absolute_metrics" not in partial
 
     resumed = run_script(
-        "stoix/systems/ppo/anakin/ff_ppo.py",
+        script,
         [
             *args[:-1],
             "logger.checkpointing.load_model=True",
