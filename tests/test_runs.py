@@ -58,7 +58,7 @@ RESUMABLE = {
     "ff_ppo": ("stoix/systems/ppo/anakin/ff_ppo.py", []),
     "ff_rainbow": (
         "stoix/systems/q_learning/anakin/ff_rainbow.py",
-        ["arch.total_timesteps=245760", "system.buffer_size=8192"],
+        ["system.buffer_size=8192"],
     ),
 }
 

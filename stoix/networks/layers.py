@@ -1,6 +1,9 @@
 """Small building blocks shared by torsos and heads."""
 
-from typing import Callable
+import contextlib
+import ctypes
+import functools
+from typing import Callable, Iterator
 
 import flax.linen as nn
 import jax
@@ -25,9 +28,48 @@ def activation_fn(name: str) -> Callable[[jax.Array], jax.Array]:
     return ACTIVATIONS[name]
 
 
+@functools.cache
+def _openblas_thread_setter() -> Callable[[int], int] | None:
+    """numpy's bundled OpenBLAS `openblas_set_num_threads_local` (None when not found).
+
+    It sets the BLAS thread count of the calling thread only and returns the previous one.
+    """
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if "openblas" in line.lower()}
+    except OSError:  # not Linux: leave numpy's BLAS as it is
+        return None
+    for path in sorted(paths):
+        try:
+            setter = ctypes.CDLL(path).openblas_set_num_threads_local
+        except (OSError, AttributeError):
+            continue
+        setter.argtypes, setter.restype = [ctypes.c_int], ctypes.c_int
+        return setter
+    return None
+
+
+@contextlib.contextmanager
+def _single_threaded_blas() -> Iterator[None]:
+    """Runs numpy's BLAS on the calling thread alone for the duration.
+
+    OpenBLAS's worker threads spin while they wait; next to XLA's busy thread pool on a small
+    machine, a 128×128 QR then takes ~100 ms instead of ~2 ms, and network initialisation
+    slows to seconds.
+    """
+    setter = _openblas_thread_setter()
+    previous = setter(1) if setter is not None else None
+    try:
+        yield
+    finally:
+        if setter is not None and previous is not None:
+            setter(previous)
+
+
 def _orthonormal_columns(gaussian: np.ndarray) -> np.ndarray:
     """Q of the QR decomposition, signs fixed so that R's diagonal is positive (Haar-uniform)."""
-    q, r = np.linalg.qr(gaussian)
+    with _single_threaded_blas():
+        q, r = np.linalg.qr(gaussian)
     return (q * np.sign(np.diag(r))).astype(gaussian.dtype)
 
 
