@@ -279,7 +279,11 @@ def test_flipped_bit_in_array_data_is_refused(tmp_path: Path) -> None:
             checkpointer.restore(payload)
 
 
-@pytest.mark.parametrize("garbage", [b"{not json", b'{"format_version": 1}', b"[]"])
+# The middle case is metadata of the right version with every other field missing.
+@pytest.mark.parametrize(
+    "garbage",
+    [b"{not json", f'{{"format_version": {checkpointing.FORMAT_VERSION}}}'.encode(), b"[]"],
+)
 @pytest.mark.parametrize("with_integrity_file", [True, False])
 def test_garbage_metadata_is_refused(
     tmp_path: Path, garbage: bytes, with_integrity_file: bool

@@ -123,6 +123,10 @@ def test_double_q_learning_values_the_online_choice_with_the_target_net():
 def test_regularised_q_learning_adds_the_q_penalty():
     loss, _ = q_losses.regularised_q_learning(Q_TM1, ACTION, REWARD, f32([0.9]), Q_T, 0.1)
     np.testing.assert_allclose(loss, [0.5 * 4.5**2 + 0.1 * 1.0], rtol=1e-6)
+    # Terminal: TD 0, only the penalty on Q(s, a) = 1 remains.
+    loss, priority = q_losses.regularised_q_learning(Q_TM1, ACTION, REWARD, f32([0.0]), Q_T, 0.1)
+    np.testing.assert_allclose(loss, [0.1], rtol=1e-6)
+    np.testing.assert_allclose(priority, [0.0], atol=1e-7)
 
 
 def test_munchausen_by_hand():
