@@ -3,7 +3,7 @@
 import pytest
 
 from stoix.systems.ppo.anakin import ff_ppo, ff_ppo_continuous
-from stoix.systems.q_learning.anakin import ff_dqn
+from stoix.systems.q_learning.anakin import ff_dqn, ff_pqn
 from stoix.utils.entry import compose_config
 from stoix.utils.runner import run_anakin_measured
 
@@ -29,6 +29,17 @@ def test_dqn_learns_cartpole_with_default_config(tmp_path):
     result = run_anakin_measured(cfg, ff_dqn.SYSTEM)
     assert result.absolute_return >= 450, result
     assert result.final_return >= 400, result
+
+
+def test_pqn_reaches_500_on_cartpole_within_500k_steps(tmp_path):
+    # ff_pqn's defaults: purejaxql's CartPole settings, 5e5 steps, on two forced CPU devices.
+    cfg = compose_config(
+        "ff_pqn",
+        [f"logger.base_exp_path={tmp_path}", "logger.use_tb=False", "arch.num_eval_episodes=32"],
+    )
+    assert float(cfg.arch.total_timesteps) <= 5e5
+    result = run_anakin_measured(cfg, ff_pqn.SYSTEM)
+    assert result.absolute_return >= 490, result
 
 
 @pytest.mark.slow

@@ -89,3 +89,45 @@ def test_batched_over_envs():
     assert adv.shape == (4, 3)
     np.testing.assert_allclose(adv[-1], 1.0)
     np.testing.assert_allclose(adv[0], 1 + 0.72 + 0.72**2 + 0.72**3, rtol=1e-6)
+
+
+# Q(λ) (PQN): r = [1, 2, 3], V(s'_t) = max_a Q at each step's true next observation = [10, 20, 30],
+# γ = 0.9, λ = 0.5.
+
+
+def q_lambda(terminated, ended, lam=0.5):
+    from stoix.utils.multistep import q_lambda_targets
+
+    rewards = jnp.asarray([[1.0], [2.0], [3.0]])
+    next_values = jnp.asarray([[10.0], [20.0], [30.0]])
+    discounts = 0.9 * (1.0 - jnp.asarray(terminated, jnp.float32)[:, None])
+    return np.asarray(
+        q_lambda_targets(rewards, discounts, next_values, jnp.asarray(ended, bool)[:, None], lam)
+    )[:, 0]
+
+
+def test_q_lambda_last_two_steps_of_a_rollout():
+    # G2 = 3 + 0.9·30; G1 mixes ITS OWN next value (20) with G2; G0 likewise with 10 and G1.
+    g2 = 3 + 0.9 * 30
+    g1 = 2 + 0.9 * (0.5 * 20 + 0.5 * g2)
+    g0 = 1 + 0.9 * (0.5 * 10 + 0.5 * g1)
+    np.testing.assert_allclose(q_lambda([0, 0, 0], [0, 0, 0]), [g0, g1, g2], rtol=1e-6)
+    np.testing.assert_allclose([g0, g1, g2], [16.525, 24.5, 30.0])
+
+
+def test_q_lambda_termination_never_bootstraps():
+    np.testing.assert_allclose(
+        q_lambda([0, 1, 0], [0, 1, 0]), [1 + 0.9 * (0.5 * 10 + 0.5 * 2), 2.0, 30.0], rtol=1e-6
+    )
+
+
+def test_q_lambda_truncation_bootstraps_from_the_final_observation_only():
+    # Step 1 is truncated: it bootstraps fully from its own final observation (20) and does not
+    # see G2, which belongs to the next episode.
+    np.testing.assert_allclose(
+        q_lambda([0, 0, 0], [0, 1, 0]), [1 + 0.9 * (0.5 * 10 + 0.5 * 20), 20.0, 30.0], rtol=1e-6
+    )
+
+
+def test_q_lambda_zero_is_one_step_q_learning():
+    np.testing.assert_allclose(q_lambda([0, 0, 0], [0, 0, 0], lam=0.0), [10.0, 20.0, 30.0])

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from stoix.systems.ppo.anakin import ff_ppo, ff_ppo_continuous
+from stoix.systems.q_learning.anakin import ff_pqn
 from stoix.utils.entry import compose_config
 from tests.helpers import TINY, read_metrics, runs_of
 
@@ -16,6 +17,7 @@ SYSTEMS = [
     (ff_ppo, "ff_ppo", ["env=gymnax/breakout", "network=cnn"]),
     # Snake has an action mask: invalid moves must get zero probability in the categorical head.
     (ff_ppo, "ff_ppo", ["env=jumanji/snake", "network=cnn", "env.max_episode_steps=64"]),
+    (ff_pqn, "ff_pqn", []),
 ]
 
 
@@ -26,7 +28,7 @@ def test_two_devices_are_forced():
 @pytest.mark.parametrize(
     "system, config, extra",
     SYSTEMS,
-    ids=["ff_ppo", "ff_ppo_continuous", "ff_ppo_cnn_minatar", "ff_ppo_cnn_snake"],
+    ids=["ff_ppo", "ff_ppo_continuous", "ff_ppo_cnn_minatar", "ff_ppo_cnn_snake", "ff_pqn"],
 )
 def test_system_smoke_on_two_devices(system, config, extra, tmp_path):
     cfg = compose_config(

@@ -11,6 +11,7 @@ from typing import NamedTuple, Tuple
 
 import jax
 import jax.numpy as jnp
+import rlax
 
 
 def generalized_advantage_estimation(
@@ -86,3 +87,29 @@ def n_step_target(
         1.0 - last_terminated.astype(rewards.dtype)
     )
     return NStepTarget(reward, discount, last_index)
+
+
+def q_lambda_targets(
+    rewards: jax.Array,
+    discounts: jax.Array,
+    next_values: jax.Array,
+    episode_ends: jax.Array,
+    q_lambda: float,
+) -> jax.Array:
+    """Peng's Q(λ) targets over one rollout, as PQN computes them.
+
+    G_t = r_t + discount_t · [(1 − λ_t) V(s'_t) + λ_t G_{t+1}], with λ_t = λ·(1 − end_t) and
+    V(s'_t) = max_a Q(s'_t, a) taken at each step's TRUE next observation. Cutting λ at episode
+    ends keeps a trace from running into the next episode; bootstrapping every step from its own
+    next observation makes the last steps of a rollout right (the last one bootstraps from
+    V(s'_{T−1}), the second-to-last mixes G_{T−1} with V(s'_{T−2}), never with the wrong state).
+    rlax's `lambda_returns` does the recursion, vmapped over the env axis.
+
+    Args:
+        rewards, discounts, next_values, episode_ends: time-major [T, N].
+        q_lambda: the trace parameter λ.
+    """
+    lambdas = q_lambda * (1.0 - episode_ends.astype(rewards.dtype))
+    return jax.vmap(rlax.lambda_returns, in_axes=1, out_axes=1)(
+        rewards, discounts, next_values, lambdas
+    )

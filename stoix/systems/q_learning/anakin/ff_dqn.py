@@ -52,7 +52,7 @@ class QHyperparameters(NamedTuple):
     target_update_period: int
     epsilon_start: float
     epsilon_end: float
-    epsilon_decay_steps: int  # env steps per replica over which ε decays linearly
+    epsilon_decay_steps: int  # env steps per replica over which ε decays linearly (≥ 1)
     evaluation_epsilon: float
     warmup_steps: int  # random steps per env before learning
     prioritised: bool
@@ -81,11 +81,6 @@ def epsilon_greedy(
     random = jax.random.categorical(random_key, jnp.where(action_mask, 0.0, -jnp.inf), axis=-1)
     explore = jax.random.uniform(explore_key, greedy.shape) < epsilon
     return jnp.where(explore, random, greedy).astype(jnp.int32)
-
-
-def current_epsilon(hp: QHyperparameters, env_steps: jax.Array) -> jax.Array:
-    fraction = jnp.clip(env_steps / max(hp.epsilon_decay_steps, 1), 0.0, 1.0)
-    return hp.epsilon_start + fraction * (hp.epsilon_end - hp.epsilon_start)
 
 
 def noise(key: PRNGKey) -> dict:
@@ -220,7 +215,9 @@ def gradient_step(
 def update_step(
     networks: Networks, env: Any, hp: QHyperparameters, state: QLearnerState
 ) -> Tuple[QLearnerState, TrainMetrics]:
-    epsilon = current_epsilon(hp, state.env_steps)
+    epsilon = optax.linear_schedule(hp.epsilon_start, hp.epsilon_end, hp.epsilon_decay_steps)(
+        state.env_steps
+    )
     state, traj, episodes = rollout(networks, env, hp, state, epsilon)
     state = state._replace(buffer_state=add_to_buffer(networks, state.buffer_state, traj))
     key, steps_key = jax.random.split(state.key)
@@ -257,7 +254,7 @@ def hyperparameters(cfg: DictConfig, plan: RunPlan) -> QHyperparameters:
         target_update_period=int(sys_cfg.target_update_period),
         epsilon_start=float(sys_cfg.epsilon_start),
         epsilon_end=float(sys_cfg.epsilon_end),
-        epsilon_decay_steps=int(decay_steps // replicas),
+        epsilon_decay_steps=max(1, int(decay_steps // replicas)),
         evaluation_epsilon=float(sys_cfg.evaluation_epsilon),
         warmup_steps=int(sys_cfg.warmup_steps),
         prioritised=bool(sys_cfg.prioritised_replay),

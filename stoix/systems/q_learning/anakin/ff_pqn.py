@@ -1,0 +1,280 @@
+"""PQN (Gallici et al., 2025, "Simplifying Deep Temporal Difference Learning") on Anakin.
+
+An online Q-learner: many vectorised envs instead of a replay buffer, a normalised network
+(LayerNorm, `network=mlp_pqn`) instead of a target network, and Q(λ) targets computed once per
+rollout. Read top to bottom: the rollout, the targets, the minibatch step, the update, `build`.
+"""
+
+import functools
+from typing import Any, NamedTuple, Tuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from omegaconf import DictConfig
+
+from stoix.base_types import Observation, OptState, Params, PRNGKey, TrainMetrics
+from stoix.networks.base import make_q_network
+from stoix.systems.q_learning.anakin.ff_dqn import epsilon_greedy
+from stoix.utils.config import RunPlan, check_divides, check_range
+from stoix.utils.entry import hydra_main
+from stoix.utils.multistep import q_lambda_targets
+from stoix.utils.runner import AnakinSystem, BuildContext, SystemParts, pmean_replicas, run_anakin
+
+
+class PQNHyperparameters(NamedTuple):
+    gamma: float
+    q_lambda: float
+    rollout_length: int
+    epochs: int
+    num_minibatches: int
+    epsilon_start: float
+    epsilon_end: float
+    epsilon_decay_steps: int  # env steps per replica over which ε decays linearly (≥ 1)
+    evaluation_epsilon: float
+    reward_scale: float
+
+
+class PQNLearnerState(NamedTuple):
+    """One replica's learner state; leaves gain [D, S, B] axes in the runner."""
+
+    params: Params
+    opt_state: OptState
+    key: PRNGKey
+    env_state: Any  # [N]
+    observation: Observation  # [N] what the next rollout acts on first
+    env_steps: jax.Array  # () int32, env steps taken by this replica (drives ε)
+
+
+class PQNTransition(NamedTuple):
+    """One rollout step of N envs (time-major [T, N] after the rollout scan)."""
+
+    observation: Observation
+    action: jax.Array  # [N] int32
+    reward: jax.Array  # [N]
+    discount: jax.Array  # [N] 0 on termination
+    episode_end: jax.Array  # [N] terminated or truncated: Q(λ) traces stop here
+    next_observation: Observation  # true next observation (the final one at episode ends)
+    episode_return: jax.Array  # [N] valid where episode_end
+    episode_length: jax.Array  # [N]
+
+
+class PQNLossInfo(NamedTuple):
+    loss: jax.Array
+    q_mean: jax.Array  # mean Q(s_t, a_t)
+    target_mean: jax.Array  # mean Q(λ) target
+    epsilon: jax.Array  # exploration rate of the rollout
+
+
+class Networks(NamedTuple):
+    apply: Any
+    optimiser: optax.GradientTransformation
+
+
+# ROLLOUT
+
+
+def rollout(
+    networks: Networks,
+    env: Any,
+    hp: PQNHyperparameters,
+    state: PQNLearnerState,
+    epsilon: jax.Array,
+) -> Tuple[PQNLearnerState, PQNTransition]:
+    params = state.params
+
+    def step(carry: Tuple[PRNGKey, Any, Observation], _: None):
+        key, env_state, observation = carry
+        key, act_key = jax.random.split(key)
+        q = networks.apply(params, observation).q_values
+        action = epsilon_greedy(act_key, q, observation.action_mask, epsilon)
+        env_state, timestep = jax.vmap(env.step)(env_state, action)
+        transition = PQNTransition(
+            observation=observation,
+            action=action,
+            reward=timestep.reward,
+            discount=timestep.discount,
+            episode_end=timestep.last(),
+            next_observation=timestep.next_observation,
+            episode_return=timestep.metrics.episode_return,
+            episode_length=timestep.metrics.episode_length,
+        )
+        return (key, env_state, timestep.observation), transition
+
+    (key, env_state, observation), traj = jax.lax.scan(
+        step, (state.key, state.env_state, state.observation), None, length=hp.rollout_length
+    )
+    steps = state.env_steps + hp.rollout_length * traj.action.shape[1]
+    state = state._replace(key=key, env_state=env_state, observation=observation, env_steps=steps)
+    return state, traj
+
+
+# THE MINIBATCH STEP
+
+
+class Minibatch(NamedTuple):
+    observation: Observation
+    action: jax.Array
+    target: jax.Array
+
+
+def q_loss(
+    params: Params, networks: Networks, batch: Minibatch
+) -> Tuple[jax.Array, Tuple[jax.Array]]:
+    q = networks.apply(params, batch.observation).q_values
+    q_sa = jnp.take_along_axis(q, batch.action[:, None], axis=-1)[:, 0]
+    return 0.5 * jnp.mean(jnp.square(q_sa - batch.target)), (jnp.mean(q_sa),)
+
+
+def minibatch_step(
+    networks: Networks, carry: Tuple[Params, OptState], batch: Minibatch
+) -> Tuple[Tuple[Params, OptState], Tuple[jax.Array, jax.Array]]:
+    params, opt_state = carry
+    (loss, (q_mean,)), grads = jax.value_and_grad(q_loss, has_aux=True)(params, networks, batch)
+    grads = pmean_replicas(grads)
+    updates, opt_state = networks.optimiser.update(grads, opt_state, params)
+    return (optax.apply_updates(params, updates), opt_state), (loss, q_mean)
+
+
+# ONE UPDATE: rollout, Q(λ) targets, epochs × minibatches
+
+
+def update_step(
+    networks: Networks, env: Any, hp: PQNHyperparameters, state: PQNLearnerState
+) -> Tuple[PQNLearnerState, TrainMetrics]:
+    epsilon = optax.linear_schedule(hp.epsilon_start, hp.epsilon_end, hp.epsilon_decay_steps)(
+        state.env_steps
+    )
+    state, traj = rollout(networks, env, hp, state, epsilon)
+    # TARGETS, once per rollout, from each step's true next observation (no target network).
+    next_q = networks.apply(state.params, traj.next_observation).q_values
+    targets = q_lambda_targets(
+        hp.reward_scale * traj.reward,
+        hp.gamma * traj.discount,
+        jnp.max(next_q, axis=-1),
+        traj.episode_end,
+        hp.q_lambda,
+    )
+    data = Minibatch(traj.observation, traj.action, jax.lax.stop_gradient(targets))
+    flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), data)
+    batch_size = flat.action.shape[0]
+    step = functools.partial(minibatch_step, networks)
+
+    def epoch(carry, _):
+        params, opt_state, key = carry
+        key, shuffle_key = jax.random.split(key)
+        order = jax.random.permutation(shuffle_key, batch_size)
+        minibatches = jax.tree.map(
+            lambda x: x[order].reshape((hp.num_minibatches, -1) + x.shape[1:]), flat
+        )
+        (params, opt_state), info = jax.lax.scan(step, (params, opt_state), minibatches)
+        return (params, opt_state, key), info
+
+    (params, opt_state, key), (loss, q_mean) = jax.lax.scan(
+        epoch, (state.params, state.opt_state, state.key), None, length=hp.epochs
+    )
+    ended = traj.episode_end
+    metrics = TrainMetrics(
+        episode_return_sum=jnp.sum(jnp.where(ended, traj.episode_return, 0.0)),
+        episode_return_max=jnp.max(jnp.where(ended, traj.episode_return, -jnp.inf)),
+        episode_return_min=jnp.min(jnp.where(ended, traj.episode_return, jnp.inf)),
+        episode_length_sum=jnp.sum(jnp.where(ended, traj.episode_length, 0)),
+        num_episodes=jnp.sum(ended),
+        loss_info=PQNLossInfo(jnp.mean(loss), jnp.mean(q_mean), jnp.mean(targets), epsilon),
+    )
+    return state._replace(params=params, opt_state=opt_state, key=key), metrics
+
+
+# SET-UP
+
+
+def build(ctx: BuildContext) -> SystemParts:
+    cfg, env, plan = ctx.config, ctx.env, ctx.plan
+    sys_cfg = cfg.system
+    replicas = plan.num_devices * plan.update_batch_size
+    decay_steps = float(sys_cfg.epsilon_decay_fraction) * plan.num_updates * plan.steps_per_update
+    hp = PQNHyperparameters(
+        gamma=float(sys_cfg.gamma),
+        q_lambda=float(sys_cfg.q_lambda),
+        rollout_length=plan.rollout_length,
+        epochs=int(sys_cfg.epochs),
+        num_minibatches=int(sys_cfg.num_minibatches),
+        epsilon_start=float(sys_cfg.epsilon_start),
+        epsilon_end=float(sys_cfg.epsilon_end),
+        epsilon_decay_steps=max(1, int(decay_steps // replicas)),
+        evaluation_epsilon=float(sys_cfg.evaluation_epsilon),
+        reward_scale=float(sys_cfg.reward_scale),
+    )
+    network = make_q_network(cfg.network, env.spec)
+    lr: Any = float(sys_cfg.q_lr)
+    if bool(sys_cfg.decay_learning_rate):
+        lr = optax.linear_schedule(lr, 0.0, plan.num_updates * hp.epochs * hp.num_minibatches)
+    networks = Networks(
+        apply=network.apply,
+        optimiser=optax.chain(
+            optax.clip_by_global_norm(float(sys_cfg.max_grad_norm)), optax.radam(lr)
+        ),
+    )
+    num_envs = plan.envs_per_replica
+
+    def init_shared(params_key: PRNGKey) -> Tuple[Params, OptState]:
+        init_key, example_key = jax.random.split(params_key)
+        _, example = env.reset(example_key)
+        params = network.init(init_key, example.observation)
+        return params, networks.optimiser.init(params)
+
+    def init_state(shared: Tuple[Params, OptState], replica_key: PRNGKey) -> PQNLearnerState:
+        params, opt_state = shared
+        env_key, state_key = jax.random.split(replica_key)
+        env_state, timestep = jax.vmap(env.reset)(jax.random.split(env_key, num_envs))
+        return PQNLearnerState(
+            params, opt_state, state_key, env_state, timestep.observation, jnp.zeros((), jnp.int32)
+        )
+
+    def eval_act(greedy: bool):
+        epsilon = jnp.asarray(0.0 if greedy else hp.evaluation_epsilon)
+
+        def act(params: Params, observation: Observation, key: PRNGKey) -> jax.Array:
+            q = network.apply(params, observation).q_values
+            return epsilon_greedy(key, q, observation.action_mask, epsilon)
+
+        return act
+
+    return SystemParts(
+        init_shared=init_shared,
+        init_state=init_state,
+        update_step=functools.partial(update_step, networks, env, hp),
+        actor_params=lambda state: state.params,
+        eval_act=eval_act,
+    )
+
+
+def validate(cfg: DictConfig, plan: RunPlan) -> None:
+    check_divides(
+        "arch.total_num_envs / (devices × arch.update_batch_size) × system.rollout_length",
+        plan.envs_per_replica * plan.rollout_length,
+        "system.num_minibatches",
+        int(cfg.system.num_minibatches),
+    )
+    for key in ("gamma", "q_lambda", "epsilon_start", "epsilon_end", "evaluation_epsilon"):
+        check_range(cfg, f"system.{key}", 0.0, 1.0)
+    check_range(cfg, "system.epsilon_decay_fraction", 0.0, 1.0)
+    check_range(cfg, "system.epochs", 1, float("inf"))
+    check_range(cfg, "system.q_lr", 0.0, float("inf"))
+
+
+SYSTEM = AnakinSystem(name="ff_pqn", action_kinds=("discrete",), build=build, validate=validate)
+
+
+def run_experiment(cfg: DictConfig) -> float:
+    """Trains PQN as configured; returns the last evaluation's mean episode return."""
+    return run_anakin(cfg, SYSTEM)
+
+
+@hydra_main("ff_pqn")
+def main(cfg: DictConfig) -> float:
+    return run_experiment(cfg)
+
+
+if __name__ == "__main__":
+    main()
