@@ -32,6 +32,28 @@ def test_four_seeds_are_four_runs_and_differ(tmp_path):
     assert len(finals) == 4, "independent seeds must not produce identical evaluations"
 
 
+def test_eight_pqn_seeds_in_one_program_are_eight_json_runs(tmp_path):
+    from stoix.systems.q_learning.anakin import ff_pqn
+
+    cfg = compose_config(
+        "ff_pqn",
+        [
+            *TINY,
+            "arch.total_timesteps=4096",
+            "system.rollout_length=16",
+            "system.num_minibatches=2",
+            "arch.num_seeds=8",
+            "arch.seed=0",
+            f"logger.base_exp_path={tmp_path}",
+        ],
+    )
+    ff_pqn.run_experiment(cfg)
+    runs = runs_of(read_metrics(tmp_path))
+    assert sorted(runs) == sorted(f"seed_{s}" for s in range(8))
+    finals = {tuple(r["step_1"]["episode_return"]) for r in runs.values()}
+    assert len(finals) > 1, "independent seeds must not all produce identical evaluations"
+
+
 def test_same_seed_same_numbers(tmp_path):
     overrides = [*TINY, "arch.total_timesteps=4096", "logger.use_tb=False"]
     results = []

@@ -18,6 +18,11 @@ SYSTEMS = [
     # Snake has an action mask: invalid moves must get zero probability in the categorical head.
     (ff_ppo, "ff_ppo", ["env=jumanji/snake", "network=cnn", "env.max_episode_steps=64"]),
     (ff_pqn, "ff_pqn", []),
+    (
+        ff_pqn,
+        "ff_pqn",
+        ["system=q_learning/ff_pqn_minatar", "network=visual_pqn", "env=gymnax/breakout"],
+    ),
 ]
 
 
@@ -28,7 +33,14 @@ def test_two_devices_are_forced():
 @pytest.mark.parametrize(
     "system, config, extra",
     SYSTEMS,
-    ids=["ff_ppo", "ff_ppo_continuous", "ff_ppo_cnn_minatar", "ff_ppo_cnn_snake", "ff_pqn"],
+    ids=[
+        "ff_ppo",
+        "ff_ppo_continuous",
+        "ff_ppo_cnn_minatar",
+        "ff_ppo_cnn_snake",
+        "ff_pqn",
+        "ff_pqn_minatar",
+    ],
 )
 def test_system_smoke_on_two_devices(system, config, extra, tmp_path):
     cfg = compose_config(
