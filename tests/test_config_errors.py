@@ -31,6 +31,9 @@ def check(overrides, match, system=ff_ppo, config="ff_ppo", tmp_path=None):
         (["arch.total_timesteps=null"], "arch.total_timesteps"),
         (["arch.num_updates=10"], "only one of arch.total_timesteps and arch.num_updates"),
         (["logger.checkpointing.load_model=True"], "no checkpoint of this exact config"),
+        (["arch.sweep.key=system.actor_lr"], "arch.sweep.values=\\[\\] must be a non-empty list"),
+        (["arch.sweep.values=[1,2]"], "arch.sweep.key=None must name a system hyperparameter"),
+        (["arch.sweep.key=system.nope", "arch.sweep.values=[1]"], "system.nope is not a key"),
     ],
 )
 def test_bad_config_is_one_clear_error(overrides, match, tmp_path):

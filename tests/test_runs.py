@@ -54,6 +54,52 @@ def test_eight_pqn_seeds_in_one_program_are_eight_json_runs(tmp_path):
     assert len(finals) > 1, "independent seeds must not all produce identical evaluations"
 
 
+def test_learning_rate_by_seed_grid_in_one_program(tmp_path):
+    # 2 learning rates × 2 seeds = 4 JSON runs (tests/test_pqn.py checks each run's rate is used).
+    from stoix.systems.q_learning.anakin import ff_pqn
+
+    common = [*TINY, "arch.total_timesteps=4096", "system.rollout_length=16", "arch.seed=0"]
+    common += ["system.num_minibatches=2", "system.epsilon_start=0.0", "system.epsilon_end=0.0"]
+    cfg = compose_config(
+        "ff_pqn",
+        [
+            *common,
+            "arch.num_seeds=2",
+            "arch.sweep.key=system.q_lr",
+            "arch.sweep.values=[0.0,0.003]",
+            f"logger.base_exp_path={tmp_path / 'grid'}",
+        ],
+    )
+    ff_pqn.run_experiment(cfg)
+    runs = runs_of(read_metrics(tmp_path / "grid"))
+    assert sorted(runs) == [
+        "q_lr=0.003_seed_0",
+        "q_lr=0.003_seed_1",
+        "q_lr=0_seed_0",
+        "q_lr=0_seed_1",
+    ]
+    for run in runs.values():
+        assert run["step_1"]["step_count"] == 4096
+        assert len(run["absolute_metrics"]["episode_return"]) == 8
+
+
+def test_a_key_the_system_cannot_sweep_is_one_clear_error(tmp_path):
+    from stoix.utils.config import ConfigError
+
+    cfg = compose_config(
+        "ff_ppo",
+        [
+            *TINY,
+            "arch.sweep.key=system.actor_lr",
+            "arch.sweep.values=[1e-4,3e-4]",
+            f"logger.base_exp_path={tmp_path}",
+        ],
+    )
+    with pytest.raises(ConfigError, match="arch.sweep.key=system.actor_lr cannot be swept by"):
+        ff_ppo.run_experiment(cfg)
+    assert not any(tmp_path.iterdir())
+
+
 def test_same_seed_same_numbers(tmp_path):
     overrides = [*TINY, "arch.total_timesteps=4096", "logger.use_tb=False"]
     results = []

@@ -24,7 +24,10 @@ class RunPlan:
     """
 
     num_devices: int
-    num_seeds: int
+    num_seeds: int  # seeds per swept value
+    num_runs: int  # independent runs in one program: seeds × swept values
+    sweep_key: str | None  # the swept hyperparameter (dotted config key), if any
+    sweep_values: tuple[float, ...]  # its values; run r uses sweep_values[r // num_seeds]
     update_batch_size: int
     total_num_envs: int  # per seed, summed over devices and update batch
     envs_per_replica: int  # one device × one update-batch slot
@@ -49,7 +52,21 @@ class RunPlan:
             f"({self.total_num_envs} envs × {self.rollout_length} rollout) on "
             f"{self.num_devices} device(s), {self.num_seeds} seed(s), update batch "
             f"{self.update_batch_size}"
+            + (
+                f", {self.sweep_key} swept over {list(self.sweep_values)} ({self.num_runs} runs)"
+                if self.sweep_key
+                else ""
+            )
         )
+
+    def run_seeds(self, first_seed: int) -> tuple[int, ...]:
+        """The seed of every run: all seeds for the first swept value, then for the next…"""
+        values = max(1, len(self.sweep_values))
+        return tuple(first_seed + s for _ in range(values) for s in range(self.num_seeds))
+
+    def run_sweep_values(self) -> tuple[float, ...]:
+        """The swept value of every run (empty without a sweep)."""
+        return tuple(v for v in self.sweep_values for _ in range(self.num_seeds))
 
 
 def _positive_int(cfg: DictConfig, dotted: str, allow_none: bool = False) -> int | None:
@@ -65,6 +82,29 @@ def _positive_int(cfg: DictConfig, dotted: str, allow_none: bool = False) -> int
     if not math.isfinite(as_float) or as_float != int(as_float) or as_float <= 0:
         raise ConfigError(f"{dotted}={value!r} must be a positive integer")
     return int(as_float)
+
+
+def _sweep(cfg: DictConfig) -> tuple[str | None, tuple[float, ...]]:
+    key = OmegaConf.select(cfg, "arch.sweep.key", default=None)
+    values = OmegaConf.select(cfg, "arch.sweep.values", default=None) or []
+    if key is None and len(values) == 0:
+        return None, ()
+    if key is None or not isinstance(key, str) or not key.startswith("system."):
+        raise ConfigError(
+            f"arch.sweep.key={key!r} must name a system hyperparameter (e.g. system.q_lr) "
+            "when arch.sweep.values is set"
+        )
+    if OmegaConf.select(cfg, key, default=None) is None:
+        raise ConfigError(f"arch.sweep.key={key} is not a key of this config")
+    if isinstance(values, (str, int, float)) or len(values) == 0:
+        raise ConfigError(f"arch.sweep.values={values!r} must be a non-empty list of numbers")
+    try:
+        numbers = tuple(float(v) for v in values)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"arch.sweep.values={list(values)!r} must all be numbers") from err
+    if not all(math.isfinite(v) for v in numbers):
+        raise ConfigError(f"arch.sweep.values={list(values)!r} must all be finite")
+    return key, numbers
 
 
 def make_run_plan(cfg: DictConfig, num_devices: int) -> RunPlan:
@@ -116,9 +156,13 @@ def make_run_plan(cfg: DictConfig, num_devices: int) -> RunPlan:
     # Rounding to whole periods keeps every period the same compiled program; the plan reports
     # the exact count instead of dropping the remainder unannounced.
     num_updates = updates_per_eval * num_evaluation
+    sweep_key, sweep_values = _sweep(cfg)
     return RunPlan(
         num_devices=num_devices,
         num_seeds=num_seeds,
+        num_runs=num_seeds * max(1, len(sweep_values)),
+        sweep_key=sweep_key,
+        sweep_values=sweep_values,
         update_batch_size=update_batch,
         total_num_envs=total_envs,
         envs_per_replica=total_envs // replicas,

@@ -56,12 +56,15 @@ class RunIdentity:
         env_name: The environment suite, e.g. ``"gymnax"``.
         task_name: The task within the suite, e.g. ``"cartpole"``.
         seeds: One marl-eval run per seed, named ``f"seed_{seed}"``.
+        run_labels: Optional, one per seed: a run is then named ``f"{label}_seed_{seed}"``, and
+            a seed may repeat under different labels (a hyperparameter sweep).
     """
 
     system_name: str
     env_name: str
     task_name: str
     seeds: tuple[int, ...]
+    run_labels: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # Config hands over lists (and sometimes numpy ints); a tuple of ints keeps the identity
@@ -70,14 +73,20 @@ class RunIdentity:
         for name in ("system_name", "env_name", "task_name"):
             if not getattr(self, name):
                 raise ValueError(f"RunIdentity.{name} must be a non-empty string.")
+        object.__setattr__(self, "run_labels", tuple(str(label) for label in self.run_labels))
         if not self.seeds:
             raise ValueError("RunIdentity.seeds must name at least one seed.")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"RunIdentity.seeds must be distinct, got {self.seeds}.")
+        if self.run_labels and len(self.run_labels) != len(self.seeds):
+            raise ValueError("RunIdentity.run_labels must have one label per seed.")
+        if len(set(self.run_names)) != len(self.seeds):
+            raise ValueError(f"RunIdentity runs must be distinct, got {self.run_names}.")
 
     @property
     def run_names(self) -> tuple[str, ...]:
         """The marl-eval run name of each seed, in seed order."""
+        if self.run_labels:
+            pairs = zip(self.run_labels, self.seeds, strict=True)
+            return tuple(f"{label}_seed_{seed}" for label, seed in pairs)
         return tuple(f"seed_{seed}" for seed in self.seeds)
 
 
@@ -239,10 +248,11 @@ class _ConsoleSink:
             emoji=False,
             soft_wrap=True,
         )
-        seeds = ",".join(str(seed) for seed in identity.seeds)
+        seeds = ",".join(str(seed) for seed in dict.fromkeys(identity.seeds))
+        runs = f" | {len(identity.seeds)} runs" if identity.run_labels else ""
         header = (
             f"{identity.system_name} | {identity.env_name}/{identity.task_name} | "
-            f"seeds {seeds} | {num_periods} periods | {total_steps:,} steps"
+            f"seeds {seeds}{runs} | {num_periods} periods | {total_steps:,} steps"
         )
         self._console.print(Text(header, style="bold"))
 

@@ -18,7 +18,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Sequence, Tuple
+from typing import Any, Callable, Mapping, NamedTuple, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -86,7 +86,7 @@ class SystemParts(NamedTuple):
     eval_act: greedy flag -> act(params, batched observation, key) -> batched actions.
     """
 
-    init_shared: Callable[[PRNGKey], Any]
+    init_shared: Callable[[PRNGKey, Mapping[str, jax.Array]], Any]
     init_state: Callable[[Any, PRNGKey], LearnerState]
     update_step: Callable[[LearnerState], Tuple[LearnerState, TrainMetrics]]
     actor_params: Callable[[LearnerState], Params]
@@ -99,6 +99,9 @@ class AnakinSystem:
     action_kinds: Tuple[str, ...]
     build: Callable[[BuildContext], SystemParts]
     validate: Callable[[DictConfig, RunPlan], None] = lambda cfg, plan: None
+    # Config keys whose values can differ between the runs of one program (`arch.sweep.key`):
+    # the system must read them from the state its `init_shared` builds, not from the config.
+    sweepable: Tuple[str, ...] = ()
 
 
 class CheckpointPayload(NamedTuple):
@@ -111,9 +114,9 @@ class TrainingDiverged(RuntimeError):
     """Training produced NaN or inf; the run stops before the bad state is checkpointed."""
 
 
-def _check_finite(train: Sequence[dict[str, float]], seeds: Sequence[int], step: int) -> None:
+def _check_finite(train: Sequence[dict[str, float]], runs: Sequence[str], step: int) -> None:
     # Episode statistics are NaN when no episode ended in a period; only losses must be finite.
-    for seed, summary in zip(seeds, train, strict=True):
+    for run, summary in zip(runs, train, strict=True):
         bad = [
             name
             for name, value in summary.items()
@@ -121,7 +124,7 @@ def _check_finite(train: Sequence[dict[str, float]], seeds: Sequence[int], step:
         ]
         if bad:
             raise TrainingDiverged(
-                f"non-finite {', '.join(bad)} in seed {seed} during the period ending at step "
+                f"non-finite {', '.join(bad)} in {run} during the period ending at step "
                 f"{step:,}; the last good checkpoint (if any) is kept"
             )
 
@@ -239,9 +242,21 @@ def run_anakin_measured(cfg: DictConfig, system: AnakinSystem) -> RunResult:
             f"env={cfg.env.suite}/{cfg.env.task_name} has {env.spec.action_kind} actions but "
             f"{system.name} handles only {' or '.join(system.action_kinds)} actions"
         )
+    if plan.sweep_key is not None and plan.sweep_key not in system.sweepable:
+        can = ", ".join(system.sweepable) or "nothing"
+        raise ConfigError(
+            f"arch.sweep.key={plan.sweep_key} cannot be swept by {system.name} "
+            f"(it can sweep: {can})"
+        )
     plain = to_plain(cfg)
     run_dir, resume = _run_directory(cfg, system, plain)
-    seeds = tuple(int(cfg.arch.seed) + s for s in range(plan.num_seeds))
+    seeds = plan.run_seeds(int(cfg.arch.seed))
+    swept = plan.run_sweep_values()
+    short_key = (plan.sweep_key or "").removeprefix("system.")
+    run_labels = tuple(f"{short_key}={value:g}" for value in swept)
+    identity = RunIdentity(
+        system.name, str(cfg.env.suite), str(cfg.env.task_name), seeds, run_labels
+    )
 
     # BUILD: the system's functions, then the parallel structure around them.
     parts = system.build(BuildContext(cfg, env, plan))
@@ -276,7 +291,7 @@ def run_anakin_measured(cfg: DictConfig, system: AnakinSystem) -> RunResult:
 
     per_device = map_leading_axis(
         map_leading_axis(per_replica_period, plan.update_batch_size, BATCH_AXIS),
-        plan.num_seeds,
+        plan.num_runs,
         SEED_AXIS,
     )
     replica_axes = (BATCH_AXIS, DEVICE_AXIS) if plan.update_batch_size > 1 else (DEVICE_AXIS,)
@@ -311,7 +326,7 @@ def run_anakin_measured(cfg: DictConfig, system: AnakinSystem) -> RunResult:
         def body(params: Params, key: PRNGKey) -> EvalOutput:
             device_key = jax.random.fold_in(key, jax.lax.axis_index(DEVICE_AXIS))
             local = jax.tree.map(lambda x: x[0], params)
-            keys = jax.random.split(device_key, plan.num_seeds)
+            keys = jax.random.split(device_key, plan.num_runs)
             return jax.tree.map(lambda x: x[None], jax.vmap(evaluate)(local, keys))
 
         return jax.jit(
@@ -339,13 +354,14 @@ def run_anakin_measured(cfg: DictConfig, system: AnakinSystem) -> RunResult:
     # STATE: fresh, then replaced by the checkpoint when resuming.
     compile_counter = CompileCounter()
     params_keys, replica_keys = _seed_keys(seeds, plan)
-    shared = jax.device_get(jax.jit(jax.vmap(parts.init_shared))(params_keys))
+    tuned = {plan.sweep_key: np.asarray(swept, np.float32)} if plan.sweep_key else {}
+    shared = jax.device_get(jax.jit(jax.vmap(parts.init_shared))(params_keys, tuned))
     shared = jax.tree.map(lambda x: np.broadcast_to(x[None], (plan.num_devices,) + x.shape), shared)
     state = init(jax.device_put(shared, sharded), jax.device_put(replica_keys, sharded))
     payload = CheckpointPayload(
         learner_state=state,
         best_actor_params=extract_actor(state),
-        best_returns=np.full((plan.num_seeds,), -np.inf, np.float32),
+        best_returns=np.full((plan.num_runs,), -np.inf, np.float32),
     )
     ckpt_cfg = cfg.logger.checkpointing
     checkpointer: Checkpointer | None = None
@@ -392,7 +408,7 @@ def run_anakin_measured(cfg: DictConfig, system: AnakinSystem) -> RunResult:
     )
     eval_base_key = eval_keys[0]
     evaluate_compiled = evaluate.lower(best_params, eval_base_key).compile()
-    improved_template = jax.device_put(np.zeros((plan.num_devices, plan.num_seeds), bool), sharded)
+    improved_template = jax.device_put(np.zeros((plan.num_devices, plan.num_runs), bool), sharded)
     keep_best_compiled = keep_best.lower(best_params, best_params, improved_template).compile()
     absolute_compiled = None
     if bool(cfg.arch.absolute_metric):
@@ -405,7 +421,7 @@ def run_anakin_measured(cfg: DictConfig, system: AnakinSystem) -> RunResult:
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     logger = StoixLogger(
         run_dir,
-        RunIdentity(system.name, str(cfg.env.suite), str(cfg.env.task_name), seeds),
+        identity,
         num_periods=plan.num_evaluation,
         total_steps=plan.total_steps,
         use_console=bool(cfg.logger.use_console),
@@ -429,10 +445,10 @@ def run_anakin_measured(cfg: DictConfig, system: AnakinSystem) -> RunResult:
             jax.block_until_ready(state)
             learn_seconds = time.perf_counter() - start
             total_learn_seconds += learn_seconds
-            env_steps += plan.num_seeds * plan.steps_per_evaluation
-            train = _summarise_train(metrics, plan.num_seeds)
+            env_steps += plan.num_runs * plan.steps_per_evaluation
+            train = _summarise_train(metrics, plan.num_runs)
             steps_done = (period + 1) * plan.steps_per_evaluation
-            _check_finite(train, seeds, steps_done)
+            _check_finite(train, identity.run_names, steps_done)
 
             # EVALUATE the current params; remember each seed's best for the absolute metric.
             start = time.perf_counter()
@@ -444,7 +460,7 @@ def run_anakin_measured(cfg: DictConfig, system: AnakinSystem) -> RunResult:
             eval_seconds = time.perf_counter() - start
             mean_returns = np.array([e["episode_return"].mean() for e in evaluation], np.float32)
             improved = mean_returns > best_returns
-            improved_per_device = np.broadcast_to(improved, (plan.num_devices, plan.num_seeds))
+            improved_per_device = np.broadcast_to(improved, (plan.num_devices, plan.num_runs))
             best_params = keep_best_compiled(
                 best_params, actor_params, jax.device_put(improved_per_device, sharded)
             )
@@ -458,7 +474,7 @@ def run_anakin_measured(cfg: DictConfig, system: AnakinSystem) -> RunResult:
                 train,
                 evaluation,
                 {
-                    "steps_per_second": plan.num_seeds * plan.steps_per_evaluation / learn_seconds,
+                    "steps_per_second": plan.num_runs * plan.steps_per_evaluation / learn_seconds,
                     "period_seconds": learn_seconds,
                     "eval_seconds": eval_seconds,
                     "compile_seconds": compile_seconds,

@@ -5,7 +5,7 @@ Read top to bottom: the rollout, the minibatch step with its losses, the update,
 """
 
 import functools
-from typing import Any, Callable, NamedTuple, Tuple
+from typing import Any, Callable, Mapping, NamedTuple, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -274,7 +274,10 @@ def build(ctx: BuildContext) -> SystemParts:
     )
     num_envs = plan.envs_per_replica
 
-    def init_shared(params_key: PRNGKey) -> Tuple[ActorCriticParams, ActorCriticOptStates]:
+    def init_shared(
+        params_key: PRNGKey, tuned: Mapping[str, jax.Array]
+    ) -> Tuple[ActorCriticParams, ActorCriticOptStates]:
+        del tuned  # PPO sweeps nothing (AnakinSystem.sweepable is empty)
         actor_key, critic_key, example_key = jax.random.split(params_key, 3)
         _, example = env.reset(example_key)
         params = ActorCriticParams(

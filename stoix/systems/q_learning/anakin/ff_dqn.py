@@ -7,7 +7,7 @@ is only a different per-sample loss, a `QVariant`, plugged into `make_q_system`;
 """
 
 import functools
-from typing import Any, Callable, NamedTuple, Tuple
+from typing import Any, Callable, Mapping, NamedTuple, Tuple
 
 import flashbax as fbx
 import jax
@@ -306,7 +306,10 @@ def make_q_system(variant: QVariant) -> AnakinSystem:
         )
         num_envs = plan.envs_per_replica
 
-        def init_shared(params_key: PRNGKey) -> Tuple[OnlineAndTarget, Any]:
+        def init_shared(
+            params_key: PRNGKey, tuned: Mapping[str, jax.Array]
+        ) -> Tuple[OnlineAndTarget, Any]:
+            del tuned  # the replay family sweeps nothing yet (AnakinSystem.sweepable is empty)
             init_key, noise_key, example_key = jax.random.split(params_key, 3)
             _, example = env.reset(example_key)
             online = network.init({"params": init_key, "noise": noise_key}, example.observation)

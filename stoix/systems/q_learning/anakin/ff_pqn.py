@@ -6,7 +6,7 @@ rollout. Read top to bottom: the rollout, the targets, the minibatch step, the u
 """
 
 import functools
-from typing import Any, NamedTuple, Tuple
+from typing import Any, Mapping, NamedTuple, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -44,6 +44,7 @@ class PQNLearnerState(NamedTuple):
     env_state: Any  # [N]
     observation: Observation  # [N] what the next rollout acts on first
     env_steps: jax.Array  # () int32, env steps taken by this replica (drives ε)
+    q_lambda: jax.Array  # () this run's λ: state, not config, so runs can sweep it
 
 
 class PQNTransition(NamedTuple):
@@ -153,7 +154,7 @@ def update_step(
         hp.gamma * traj.discount,
         jnp.max(next_q, axis=-1),
         traj.episode_end,
-        hp.q_lambda,
+        state.q_lambda,
     )
     data = Minibatch(traj.observation, traj.action, jax.lax.stop_gradient(targets))
     flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), data)
@@ -206,29 +207,44 @@ def build(ctx: BuildContext) -> SystemParts:
         reward_scale=float(sys_cfg.reward_scale),
     )
     network = make_q_network(cfg.network, env.spec)
-    lr: Any = float(sys_cfg.q_lr)
+    # The learning rate lives in the optimiser state (inject_hyperparams), so the runs of one
+    # program can each have their own (arch.sweep); the linear decay is a separate factor.
+    optimiser = [
+        optax.clip_by_global_norm(float(sys_cfg.max_grad_norm)),
+        optax.inject_hyperparams(optax.radam)(learning_rate=float(sys_cfg.q_lr)),
+    ]
     if bool(sys_cfg.decay_learning_rate):
-        lr = optax.linear_schedule(lr, 0.0, plan.num_updates * hp.epochs * hp.num_minibatches)
-    networks = Networks(
-        apply=network.apply,
-        optimiser=optax.chain(
-            optax.clip_by_global_norm(float(sys_cfg.max_grad_norm)), optax.radam(lr)
-        ),
-    )
+        gradient_steps = plan.num_updates * hp.epochs * hp.num_minibatches
+        optimiser.append(optax.scale_by_schedule(optax.linear_schedule(1.0, 0.0, gradient_steps)))
+    networks = Networks(apply=network.apply, optimiser=optax.chain(*optimiser))
     num_envs = plan.envs_per_replica
 
-    def init_shared(params_key: PRNGKey) -> Tuple[Params, OptState]:
+    def init_shared(
+        params_key: PRNGKey, tuned: Mapping[str, jax.Array]
+    ) -> Tuple[Params, OptState, jax.Array]:
         init_key, example_key = jax.random.split(params_key)
         _, example = env.reset(example_key)
         params = network.init(init_key, example.observation)
-        return params, networks.optimiser.init(params)
+        opt_state = networks.optimiser.init(params)
+        if "system.q_lr" in tuned:
+            opt_state[1].hyperparams["learning_rate"] = jnp.asarray(tuned["system.q_lr"])
+        q_lambda = jnp.asarray(tuned.get("system.q_lambda", hp.q_lambda), jnp.float32)
+        return params, opt_state, q_lambda
 
-    def init_state(shared: Tuple[Params, OptState], replica_key: PRNGKey) -> PQNLearnerState:
-        params, opt_state = shared
+    def init_state(
+        shared: Tuple[Params, OptState, jax.Array], replica_key: PRNGKey
+    ) -> PQNLearnerState:
+        params, opt_state, q_lambda = shared
         env_key, state_key = jax.random.split(replica_key)
         env_state, timestep = jax.vmap(env.reset)(jax.random.split(env_key, num_envs))
         return PQNLearnerState(
-            params, opt_state, state_key, env_state, timestep.observation, jnp.zeros((), jnp.int32)
+            params,
+            opt_state,
+            state_key,
+            env_state,
+            timestep.observation,
+            jnp.zeros((), jnp.int32),
+            q_lambda,
         )
 
     def eval_act(greedy: bool):
@@ -263,7 +279,13 @@ def validate(cfg: DictConfig, plan: RunPlan) -> None:
     check_range(cfg, "system.q_lr", 0.0, float("inf"))
 
 
-SYSTEM = AnakinSystem(name="ff_pqn", action_kinds=("discrete",), build=build, validate=validate)
+SYSTEM = AnakinSystem(
+    name="ff_pqn",
+    action_kinds=("discrete",),
+    build=build,
+    validate=validate,
+    sweepable=("system.q_lr", "system.q_lambda"),
+)
 
 
 def run_experiment(cfg: DictConfig) -> float:
