@@ -131,6 +131,21 @@ class TrainMetrics(NamedTuple):
     loss_info: Any
 
 
+def summarise_episodes(
+    episode_end: Array, episode_return: Array, episode_length: Array, loss_info: Any
+) -> TrainMetrics:
+    """TrainMetrics of one update from its rollout's per-step episode records ([T, N] each);
+    only the steps that ended an episode count."""
+    return TrainMetrics(
+        episode_return_sum=jnp.sum(jnp.where(episode_end, episode_return, 0.0)),
+        episode_return_max=jnp.max(jnp.where(episode_end, episode_return, -jnp.inf)),
+        episode_return_min=jnp.min(jnp.where(episode_end, episode_return, jnp.inf)),
+        episode_length_sum=jnp.sum(jnp.where(episode_end, episode_length, 0)),
+        num_episodes=jnp.sum(episode_end),
+        loss_info=loss_info,
+    )
+
+
 # A system's learner state is its own NamedTuple; the runner only needs it to be a pytree.
 LearnerState = Any
 

@@ -19,6 +19,7 @@ from stoix.base_types import (
     Params,
     PRNGKey,
     TrainMetrics,
+    summarise_episodes,
 )
 from stoix.networks.base import make_actor, make_critic
 from stoix.networks.distributions import greedy_action, policy_entropy
@@ -216,14 +217,8 @@ def update_step(
     (params, opt_states, key), info = jax.lax.scan(
         epoch, (state.params, state.opt_states, state.key), None, length=hp.epochs
     )
-    ended = traj.episode_end
-    metrics = TrainMetrics(
-        episode_return_sum=jnp.sum(jnp.where(ended, traj.episode_return, 0.0)),
-        episode_return_max=jnp.max(jnp.where(ended, traj.episode_return, -jnp.inf)),
-        episode_return_min=jnp.min(jnp.where(ended, traj.episode_return, jnp.inf)),
-        episode_length_sum=jnp.sum(jnp.where(ended, traj.episode_length, 0)),
-        num_episodes=jnp.sum(ended),
-        loss_info=jax.tree.map(jnp.mean, info),
+    metrics = summarise_episodes(
+        traj.episode_end, traj.episode_return, traj.episode_length, jax.tree.map(jnp.mean, info)
     )
     return state._replace(
         params=params, opt_states=opt_states, key=key, obs_stats=obs_stats

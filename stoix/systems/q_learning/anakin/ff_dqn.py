@@ -15,7 +15,14 @@ import jax.numpy as jnp
 import optax
 from omegaconf import DictConfig
 
-from stoix.base_types import Observation, OnlineAndTarget, Params, PRNGKey, TrainMetrics
+from stoix.base_types import (
+    Observation,
+    OnlineAndTarget,
+    Params,
+    PRNGKey,
+    TrainMetrics,
+    summarise_episodes,
+)
 from stoix.networks.base import make_q_network
 from stoix.systems.q_learning import q_losses
 from stoix.systems.q_learning.q_types import (
@@ -225,14 +232,9 @@ def update_step(
     state, (loss, q_mean, priority) = jax.lax.scan(
         functools.partial(gradient_step, networks, hp), state._replace(key=key), step_keys
     )
-    ended = episodes.is_terminal_step
-    metrics = TrainMetrics(
-        episode_return_sum=jnp.sum(jnp.where(ended, episodes.episode_return, 0.0)),
-        episode_return_max=jnp.max(jnp.where(ended, episodes.episode_return, -jnp.inf)),
-        episode_return_min=jnp.min(jnp.where(ended, episodes.episode_return, jnp.inf)),
-        episode_length_sum=jnp.sum(jnp.where(ended, episodes.episode_length, 0)),
-        num_episodes=jnp.sum(ended),
-        loss_info=QLossInfo(jnp.mean(loss), jnp.mean(q_mean), jnp.mean(priority), epsilon),
+    info = QLossInfo(jnp.mean(loss), jnp.mean(q_mean), jnp.mean(priority), epsilon)
+    metrics = summarise_episodes(
+        episodes.is_terminal_step, episodes.episode_return, episodes.episode_length, info
     )
     return state, metrics
 

@@ -13,7 +13,14 @@ import jax.numpy as jnp
 import optax
 from omegaconf import DictConfig
 
-from stoix.base_types import Observation, OptState, Params, PRNGKey, TrainMetrics
+from stoix.base_types import (
+    Observation,
+    OptState,
+    Params,
+    PRNGKey,
+    TrainMetrics,
+    summarise_episodes,
+)
 from stoix.networks.base import make_q_network
 from stoix.systems.q_learning.anakin.ff_dqn import epsilon_greedy
 from stoix.utils.config import RunPlan, check_divides, check_range
@@ -174,15 +181,8 @@ def update_step(
     (params, opt_state, key), (loss, q_mean) = jax.lax.scan(
         epoch, (state.params, state.opt_state, state.key), None, length=hp.epochs
     )
-    ended = traj.episode_end
-    metrics = TrainMetrics(
-        episode_return_sum=jnp.sum(jnp.where(ended, traj.episode_return, 0.0)),
-        episode_return_max=jnp.max(jnp.where(ended, traj.episode_return, -jnp.inf)),
-        episode_return_min=jnp.min(jnp.where(ended, traj.episode_return, jnp.inf)),
-        episode_length_sum=jnp.sum(jnp.where(ended, traj.episode_length, 0)),
-        num_episodes=jnp.sum(ended),
-        loss_info=PQNLossInfo(jnp.mean(loss), jnp.mean(q_mean), jnp.mean(targets), epsilon),
-    )
+    info = PQNLossInfo(jnp.mean(loss), jnp.mean(q_mean), jnp.mean(targets), epsilon)
+    metrics = summarise_episodes(traj.episode_end, traj.episode_return, traj.episode_length, info)
     return state._replace(params=params, opt_state=opt_state, key=key), metrics
 
 
