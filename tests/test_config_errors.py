@@ -71,6 +71,7 @@ def test_value_based_system_on_continuous_env_is_one_line(tmp_path):
         (["system.warmup_steps=2", "system.n_step=3"], "system.warmup_steps=2 must be at least"),
         (["system.epsilon_end=1.5"], "system.epsilon_end"),
         (["system.n_step=0"], "system.n_step"),
+        (["network=mlp_pqn_batch_norm"], "BatchNorm statistics are updated only by ff_pqn"),
     ],
 )
 def test_bad_dqn_config_is_one_clear_error(overrides, match, tmp_path):

@@ -11,7 +11,7 @@ from stoix.utils.runner import BuildContext
 from tests.helpers import TINY
 
 
-def one_update(tuned):
+def one_update(tuned, extra=()):
     cfg = compose_config(
         "ff_pqn",
         [
@@ -19,6 +19,7 @@ def one_update(tuned):
             "arch.total_timesteps=4096",
             "system.rollout_length=16",
             "system.num_minibatches=2",
+            *extra,
         ],
     )
     env = make_env(cfg.env)
@@ -35,8 +36,12 @@ def one_update(tuned):
     )
 
 
-def max_param_change(before, after):
-    changes = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), before.params, after.params)
+def max_param_change(before, after, collection="params"):
+    changes = jax.tree.map(
+        lambda a, b: float(np.max(np.abs(a - b))),
+        before.params[collection],
+        after.params[collection],
+    )
     return max(jax.tree.leaves(changes))
 
 
@@ -55,3 +60,11 @@ def test_swept_lambda_is_the_one_used():
     state, _, default = one_update({})
     assert float(state.q_lambda) == np.float32(0.95)
     assert float(default.loss_info.target_mean) == float(long_trace.loss_info.target_mean)
+
+
+def test_batch_norm_statistics_are_learned_and_only_params_are_optimised():
+    before, after, metrics = one_update({}, ["network=mlp_pqn_batch_norm"])
+    assert set(before.params) == {"params", "batch_stats"}
+    assert max_param_change(before, after, "batch_stats") > 0.0
+    assert max_param_change(before, after, "params") > 0.0
+    assert np.isfinite(float(metrics.loss_info.loss))

@@ -46,8 +46,12 @@ class FeedForwardQNetwork(nn.Module):
     q_head: nn.Module
 
     @nn.compact
-    def __call__(self, observation: Observation) -> QNetworkOutput:
-        features = self.torso(observation.agent_view)
+    def __call__(self, observation: Observation, train: bool = False) -> QNetworkOutput:
+        # Only a BatchNorm torso cares about `train`; the others keep their one-argument call.
+        if train:
+            features = self.torso(observation.agent_view, train=True)
+        else:
+            features = self.torso(observation.agent_view)
         return self.q_head(features, observation.action_mask)
 
 

@@ -10,7 +10,11 @@ from stoix.networks.layers import NoisyDense, activation_fn, orthogonal
 
 
 class MLPTorso(nn.Module):
-    """Dense layers, each optionally followed by LayerNorm, then the activation.
+    """Dense layers, each optionally followed by LayerNorm or BatchNorm, then the activation.
+
+    BatchNorm normalises with the batch's statistics when called with ``train=True`` (the
+    caller must then apply with ``mutable=["batch_stats"]``) and with its running averages
+    otherwise; only systems that update those statistics (`ff_pqn`) accept it.
 
     With ``noisy=True`` the layers are `NoisyDense` (NoisyNets exploration, e.g. Rainbow): they
     keep the NoisyNets initialisation, so ``kernel_scale`` applies to plain layers only.
@@ -21,9 +25,12 @@ class MLPTorso(nn.Module):
     use_layer_norm: bool = False
     kernel_scale: float = 2.0**0.5
     noisy: bool = False
+    use_batch_norm: bool = False
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        if self.use_layer_norm and self.use_batch_norm:
+            raise ValueError("MLPTorso: choose use_layer_norm or use_batch_norm, not both")
         x = x.reshape(x.shape[: x.ndim - 1] + (-1,)) if x.ndim > 1 else x
         act = activation_fn(self.activation)
         for size in self.layer_sizes:
@@ -33,6 +40,8 @@ class MLPTorso(nn.Module):
                 x = nn.Dense(size, kernel_init=orthogonal(self.kernel_scale))(x)
             if self.use_layer_norm:
                 x = nn.LayerNorm()(x)
+            if self.use_batch_norm:
+                x = nn.BatchNorm(use_running_average=not train)(x)
             x = act(x)
         return x
 

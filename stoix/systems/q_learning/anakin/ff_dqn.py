@@ -375,6 +375,11 @@ def make_q_system(variant: QVariant) -> AnakinSystem:
 
 def validate(cfg: DictConfig, plan: RunPlan) -> None:
     sys_cfg = cfg.system
+    if cfg.network.q_network.pre_torso.get("use_batch_norm", False):
+        raise ConfigError(
+            "network.q_network.pre_torso.use_batch_norm=True: BatchNorm statistics are "
+            "updated only by ff_pqn; use LayerNorm (use_layer_norm=True) here"
+        )
     replicas = plan.num_devices * plan.update_batch_size
     for key in ("batch_size", "buffer_size", "n_step", "gradient_steps_per_update"):
         check_range(cfg, f"system.{key}", 1, float("inf"))

@@ -45,7 +45,7 @@ class PQNHyperparameters(NamedTuple):
 class PQNLearnerState(NamedTuple):
     """One replica's learner state; leaves gain [D, S, B] axes in the runner."""
 
-    params: Params
+    params: Params  # the network variables: "params", and "batch_stats" with BatchNorm
     opt_state: OptState
     key: PRNGKey
     env_state: Any  # [N]
@@ -127,21 +127,39 @@ class Minibatch(NamedTuple):
 
 
 def q_loss(
-    params: Params, networks: Networks, batch: Minibatch
-) -> Tuple[jax.Array, Tuple[jax.Array]]:
-    q = networks.apply(params, batch.observation).q_values
-    q_sa = jnp.take_along_axis(q, batch.action[:, None], axis=-1)[:, 0]
-    return 0.5 * jnp.mean(jnp.square(q_sa - batch.target)), (jnp.mean(q_sa),)
+    params: Params, batch_stats: Any, networks: Networks, batch: Minibatch
+) -> Tuple[jax.Array, Tuple[jax.Array, Any]]:
+    """Squared error to the Q(λ) targets; with BatchNorm, also the batch's new statistics."""
+    if batch_stats is None:
+        out, new_stats = networks.apply({"params": params}, batch.observation), None
+    else:
+        out, updates = networks.apply(
+            {"params": params, "batch_stats": batch_stats},
+            batch.observation,
+            train=True,
+            mutable=["batch_stats"],
+        )
+        new_stats = updates["batch_stats"]
+    q_sa = jnp.take_along_axis(out.q_values, batch.action[:, None], axis=-1)[:, 0]
+    return 0.5 * jnp.mean(jnp.square(q_sa - batch.target)), (jnp.mean(q_sa), new_stats)
 
 
 def minibatch_step(
     networks: Networks, carry: Tuple[Params, OptState], batch: Minibatch
 ) -> Tuple[Tuple[Params, OptState], Tuple[jax.Array, jax.Array]]:
-    params, opt_state = carry
-    (loss, (q_mean,)), grads = jax.value_and_grad(q_loss, has_aux=True)(params, networks, batch)
+    # `variables` holds "params" and, for BatchNorm networks, "batch_stats"; only the former
+    # is optimised, the latter is what the batch measured, averaged over replicas.
+    variables, opt_state = carry
+    batch_stats = variables.get("batch_stats")
+    (loss, (q_mean, new_stats)), grads = jax.value_and_grad(q_loss, has_aux=True)(
+        variables["params"], batch_stats, networks, batch
+    )
     grads = pmean_replicas(grads)
-    updates, opt_state = networks.optimiser.update(grads, opt_state, params)
-    return (optax.apply_updates(params, updates), opt_state), (loss, q_mean)
+    updates, opt_state = networks.optimiser.update(grads, opt_state, variables["params"])
+    new_variables = {"params": optax.apply_updates(variables["params"], updates)}
+    if new_stats is not None:
+        new_variables["batch_stats"] = pmean_replicas(new_stats)
+    return (new_variables, opt_state), (loss, q_mean)
 
 
 # ONE UPDATE: rollout, Q(λ) targets, epochs × minibatches
@@ -224,8 +242,8 @@ def build(ctx: BuildContext) -> SystemParts:
     ) -> Tuple[Params, OptState, jax.Array]:
         init_key, example_key = jax.random.split(params_key)
         _, example = env.reset(example_key)
-        params = network.init(init_key, example.observation)
-        opt_state = networks.optimiser.init(params)
+        params = dict(network.init(init_key, example.observation))
+        opt_state = networks.optimiser.init(params["params"])
         if "system.q_lr" in tuned:
             opt_state[1].hyperparams["learning_rate"] = jnp.asarray(tuned["system.q_lr"])
         q_lambda = jnp.asarray(tuned.get("system.q_lambda", hp.q_lambda), jnp.float32)
