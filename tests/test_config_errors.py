@@ -34,6 +34,8 @@ def check(overrides, match, system=ff_ppo, config="ff_ppo", tmp_path=None):
         (["arch.sweep.key=system.actor_lr"], "arch.sweep.values=\\[\\] must be a non-empty list"),
         (["arch.sweep.values=[1,2]"], "arch.sweep.key=None must name a system hyperparameter"),
         (["arch.sweep.key=system.nope", "arch.sweep.values=[1]"], "system.nope is not a key"),
+        (["arch.sweep.key=system.gamma", "arch.sweep.values=0.9"], "must be a list"),
+        (["arch.sweep.key=system.gamma", "arch.sweep.values=[0.9,0.9]"], "must all differ"),
     ],
 )
 def test_bad_config_is_one_clear_error(overrides, match, tmp_path):

@@ -59,6 +59,17 @@ class RunPlan:
             )
         )
 
+    @property
+    def num_replicas(self) -> int:
+        """Learner replicas of one run: devices × update-batch slots."""
+        return self.num_devices * self.update_batch_size
+
+    def steps_per_replica(self, fraction: float) -> int:
+        """Env steps one replica takes in `fraction` of training (at least 1), e.g. the length
+        of an exploration schedule counted in the replica's own steps."""
+        total = fraction * self.num_updates * self.steps_per_update
+        return max(1, int(total // self.num_replicas))
+
     def run_seeds(self, first_seed: int) -> tuple[int, ...]:
         """The seed of every run: all seeds for the first swept value, then for the next…"""
         values = max(1, len(self.sweep_values))
@@ -86,7 +97,11 @@ def _positive_int(cfg: DictConfig, dotted: str, allow_none: bool = False) -> int
 
 def _sweep(cfg: DictConfig) -> tuple[str | None, tuple[float, ...]]:
     key = OmegaConf.select(cfg, "arch.sweep.key", default=None)
-    values = OmegaConf.select(cfg, "arch.sweep.values", default=None) or []
+    values = OmegaConf.select(cfg, "arch.sweep.values", default=None)
+    if values is None:
+        values = []
+    if isinstance(values, (str, int, float)):
+        raise ConfigError(f"arch.sweep.values={values!r} must be a list, e.g. [1e-4,3e-4]")
     if key is None and len(values) == 0:
         return None, ()
     if key is None or not isinstance(key, str) or not key.startswith("system."):
@@ -96,7 +111,7 @@ def _sweep(cfg: DictConfig) -> tuple[str | None, tuple[float, ...]]:
         )
     if OmegaConf.select(cfg, key, default=None) is None:
         raise ConfigError(f"arch.sweep.key={key} is not a key of this config")
-    if isinstance(values, (str, int, float)) or len(values) == 0:
+    if len(values) == 0:
         raise ConfigError(f"arch.sweep.values={values!r} must be a non-empty list of numbers")
     try:
         numbers = tuple(float(v) for v in values)
@@ -104,6 +119,9 @@ def _sweep(cfg: DictConfig) -> tuple[str | None, tuple[float, ...]]:
         raise ConfigError(f"arch.sweep.values={list(values)!r} must all be numbers") from err
     if not all(math.isfinite(v) for v in numbers):
         raise ConfigError(f"arch.sweep.values={list(values)!r} must all be finite")
+    # Runs are named by the value printed with 6 significant digits, so those must differ.
+    if len({f"{v:g}" for v in numbers}) != len(numbers):
+        raise ConfigError(f"arch.sweep.values={list(values)!r} must all differ")
     return key, numbers
 
 

@@ -244,8 +244,7 @@ def update_step(
 
 def hyperparameters(cfg: DictConfig, plan: RunPlan) -> QHyperparameters:
     sys_cfg = cfg.system
-    replicas = plan.num_devices * plan.update_batch_size
-    decay_steps = float(sys_cfg.epsilon_decay_fraction) * plan.num_updates * plan.steps_per_update
+    replicas = plan.num_replicas
     return QHyperparameters(
         gamma=float(sys_cfg.gamma),
         n_step=int(sys_cfg.n_step),
@@ -256,7 +255,7 @@ def hyperparameters(cfg: DictConfig, plan: RunPlan) -> QHyperparameters:
         target_update_period=int(sys_cfg.target_update_period),
         epsilon_start=float(sys_cfg.epsilon_start),
         epsilon_end=float(sys_cfg.epsilon_end),
-        epsilon_decay_steps=max(1, int(decay_steps // replicas)),
+        epsilon_decay_steps=plan.steps_per_replica(float(sys_cfg.epsilon_decay_fraction)),
         evaluation_epsilon=float(sys_cfg.evaluation_epsilon),
         warmup_steps=int(sys_cfg.warmup_steps),
         prioritised=bool(sys_cfg.prioritised_replay),
@@ -267,7 +266,7 @@ def hyperparameters(cfg: DictConfig, plan: RunPlan) -> QHyperparameters:
 
 
 def make_buffer(hp: QHyperparameters, cfg: DictConfig, plan: RunPlan) -> Any:
-    replicas = plan.num_devices * plan.update_batch_size
+    replicas = plan.num_replicas
     num_envs = plan.envs_per_replica
     time_axis = int(cfg.system.buffer_size) // replicas // num_envs
     common = dict(
@@ -380,7 +379,7 @@ def validate(cfg: DictConfig, plan: RunPlan) -> None:
             "network.q_network.pre_torso.use_batch_norm=True: BatchNorm statistics are "
             "updated only by ff_pqn; use LayerNorm (use_layer_norm=True) here"
         )
-    replicas = plan.num_devices * plan.update_batch_size
+    replicas = plan.num_replicas
     for key in ("batch_size", "buffer_size", "n_step", "gradient_steps_per_update"):
         check_range(cfg, f"system.{key}", 1, float("inf"))
     batch_size = int(sys_cfg.batch_size)

@@ -210,8 +210,6 @@ def update_step(
 def build(ctx: BuildContext) -> SystemParts:
     cfg, env, plan = ctx.config, ctx.env, ctx.plan
     sys_cfg = cfg.system
-    replicas = plan.num_devices * plan.update_batch_size
-    decay_steps = float(sys_cfg.epsilon_decay_fraction) * plan.num_updates * plan.steps_per_update
     hp = PQNHyperparameters(
         gamma=float(sys_cfg.gamma),
         q_lambda=float(sys_cfg.q_lambda),
@@ -220,7 +218,7 @@ def build(ctx: BuildContext) -> SystemParts:
         num_minibatches=int(sys_cfg.num_minibatches),
         epsilon_start=float(sys_cfg.epsilon_start),
         epsilon_end=float(sys_cfg.epsilon_end),
-        epsilon_decay_steps=max(1, int(decay_steps // replicas)),
+        epsilon_decay_steps=plan.steps_per_replica(float(sys_cfg.epsilon_decay_fraction)),
         evaluation_epsilon=float(sys_cfg.evaluation_epsilon),
         reward_scale=float(sys_cfg.reward_scale),
     )
