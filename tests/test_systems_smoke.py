@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from stoix.systems.ppo.anakin import ff_ppo, ff_ppo_continuous
-from stoix.systems.q_learning.anakin import ff_pqn
+from stoix.systems.q_learning.anakin import ff_pqn, rec_pqn
 from stoix.utils.entry import compose_config
 from tests.helpers import TINY, read_metrics, runs_of
 
@@ -23,6 +23,8 @@ SYSTEMS = [
         "ff_pqn",
         ["system=q_learning/ff_pqn_minatar", "network=visual_pqn", "env=gymnax/breakout"],
     ),
+    (rec_pqn, "rec_pqn", []),
+    (rec_pqn, "rec_pqn", ["network=lstm_pqn", "env=gymnax/cartpole"]),
 ]
 
 
@@ -40,6 +42,8 @@ def test_two_devices_are_forced():
         "ff_ppo_cnn_snake",
         "ff_pqn",
         "ff_pqn_minatar",
+        "rec_pqn_gru_recall",
+        "rec_pqn_lstm_cartpole",
     ],
 )
 def test_system_smoke_on_two_devices(system, config, extra, tmp_path):

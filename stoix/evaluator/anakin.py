@@ -1,6 +1,6 @@
 """Compiled evaluation on separate environments, with a hard step cap so it always ends."""
 
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +10,26 @@ from stoix.wrappers.episode import EpisodeEnv
 
 # (actor params, batched observation, key) -> batched actions
 EvalActFn = Callable[[Params, Observation, PRNGKey], Action]
+
+
+class RecurrentEvalAct(NamedTuple):
+    """An actor with memory: it carries a hidden state from step to step.
+
+    initial_hidden: number of envs -> the hidden state episodes start from.
+    act: (params, hidden, batched observation, reset [E], key) -> (hidden, actions), where
+        `reset` marks the envs whose observation opens a new episode.
+    """
+
+    initial_hidden: Callable[[int], Any]
+    act: Callable[[Params, Any, Observation, jax.Array, PRNGKey], Tuple[Any, Action]]
+
+
+def _as_recurrent(act: EvalActFn) -> RecurrentEvalAct:
+    """A memoryless actor seen as a recurrent one with an empty hidden state."""
+    return RecurrentEvalAct(
+        initial_hidden=lambda num_envs: (),
+        act=lambda params, hidden, observation, reset, key: (hidden, act(params, observation, key)),
+    )
 
 
 class EvalOutput(NamedTuple):
@@ -22,6 +42,8 @@ class EvalOutput(NamedTuple):
 class _EvalCarry(NamedTuple):
     env_state: object
     observation: Observation
+    actor_hidden: Any
+    new_episode: jax.Array  # [E] bool: the observation opens an episode
     key: PRNGKey
     episode_return: jax.Array  # [E] recorded return of the finished first episode
     episode_length: jax.Array  # [E]
@@ -32,13 +54,17 @@ class _EvalCarry(NamedTuple):
 
 
 def make_evaluator(
-    env: EpisodeEnv, act: EvalActFn, num_episodes: int, max_steps: int
+    env: EpisodeEnv,
+    act: EvalActFn | RecurrentEvalAct,
+    num_episodes: int,
+    max_steps: int,
 ) -> Callable[[Params, PRNGKey], EvalOutput]:
     """Builds `evaluate(params, key)`: runs `num_episodes` envs in parallel to their first end.
 
     `max_steps` is a hard cap on the loop: an env still running then (possible only when the cap
     is below the env's own episode limit) reports its return so far.
     """
+    actor = act if isinstance(act, RecurrentEvalAct) else _as_recurrent(act)
 
     def evaluate(params: Params, key: PRNGKey) -> EvalOutput:
         key, reset_key = jax.random.split(key)
@@ -48,6 +74,8 @@ def make_evaluator(
         carry = _EvalCarry(
             env_state,
             timestep.observation,
+            actor.initial_hidden(num_episodes),
+            jnp.ones((num_episodes,), bool),
             key,
             zeros,
             zero_len,
@@ -62,12 +90,16 @@ def make_evaluator(
 
         def step(c: _EvalCarry) -> _EvalCarry:
             key, act_key = jax.random.split(c.key)
-            action = act(params, c.observation, act_key)
+            hidden, action = actor.act(
+                params, c.actor_hidden, c.observation, c.new_episode, act_key
+            )
             env_state, ts = jax.vmap(env.step)(c.env_state, action)
             ended_now = jnp.logical_and(ts.metrics.is_terminal_step, jnp.logical_not(c.finished))
             return _EvalCarry(
                 env_state=env_state,
                 observation=ts.observation,
+                actor_hidden=hidden,
+                new_episode=ts.metrics.is_terminal_step,
                 key=key,
                 episode_return=jnp.where(ended_now, ts.metrics.episode_return, c.episode_return),
                 episode_length=jnp.where(ended_now, ts.metrics.episode_length, c.episode_length),

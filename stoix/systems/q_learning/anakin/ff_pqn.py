@@ -207,10 +207,8 @@ def update_step(
 # SET-UP
 
 
-def build(ctx: BuildContext) -> SystemParts:
-    cfg, env, plan = ctx.config, ctx.env, ctx.plan
-    sys_cfg = cfg.system
-    hp = PQNHyperparameters(
+def pqn_hyperparameters(sys_cfg: DictConfig, plan: RunPlan) -> PQNHyperparameters:
+    return PQNHyperparameters(
         gamma=float(sys_cfg.gamma),
         q_lambda=float(sys_cfg.q_lambda),
         rollout_length=plan.rollout_length,
@@ -222,9 +220,17 @@ def build(ctx: BuildContext) -> SystemParts:
         evaluation_epsilon=float(sys_cfg.evaluation_epsilon),
         reward_scale=float(sys_cfg.reward_scale),
     )
-    network = make_q_network(cfg.network, env.spec)
-    # The learning rate lives in the optimiser state (inject_hyperparams), so the runs of one
-    # program can each have their own (arch.sweep); the linear decay is a separate factor.
+
+
+def make_optimiser(
+    sys_cfg: DictConfig, plan: RunPlan, hp: PQNHyperparameters
+) -> optax.GradientTransformation:
+    """Global-norm clipping, RAdam, and the optional linear decay of the learning rate.
+
+    The learning rate lives in the optimiser state (inject_hyperparams, the chain's element 1),
+    so the runs of one program can each have their own (arch.sweep); the decay is a separate
+    factor.
+    """
     optimiser = [
         optax.clip_by_global_norm(float(sys_cfg.max_grad_norm)),
         optax.inject_hyperparams(optax.radam)(learning_rate=float(sys_cfg.q_lr)),
@@ -232,7 +238,14 @@ def build(ctx: BuildContext) -> SystemParts:
     if bool(sys_cfg.decay_learning_rate):
         gradient_steps = plan.num_updates * hp.epochs * hp.num_minibatches
         optimiser.append(optax.scale_by_schedule(optax.linear_schedule(1.0, 0.0, gradient_steps)))
-    networks = Networks(apply=network.apply, optimiser=optax.chain(*optimiser))
+    return optax.chain(*optimiser)
+
+
+def build(ctx: BuildContext) -> SystemParts:
+    cfg, env, plan = ctx.config, ctx.env, ctx.plan
+    hp = pqn_hyperparameters(cfg.system, plan)
+    network = make_q_network(cfg.network, env.spec)
+    networks = Networks(apply=network.apply, optimiser=make_optimiser(cfg.system, plan, hp))
     num_envs = plan.envs_per_replica
 
     def init_shared(
@@ -281,18 +294,23 @@ def build(ctx: BuildContext) -> SystemParts:
     )
 
 
+def validate_pqn(cfg: DictConfig) -> None:
+    """The range checks every PQN variant shares."""
+    for key in ("gamma", "q_lambda", "epsilon_start", "epsilon_end", "evaluation_epsilon"):
+        check_range(cfg, f"system.{key}", 0.0, 1.0)
+    check_range(cfg, "system.epsilon_decay_fraction", 0.0, 1.0)
+    check_range(cfg, "system.epochs", 1, float("inf"))
+    check_range(cfg, "system.q_lr", 0.0, float("inf"))
+
+
 def validate(cfg: DictConfig, plan: RunPlan) -> None:
+    validate_pqn(cfg)
     check_divides(
         "arch.total_num_envs / (devices × arch.update_batch_size) × system.rollout_length",
         plan.envs_per_replica * plan.rollout_length,
         "system.num_minibatches",
         int(cfg.system.num_minibatches),
     )
-    for key in ("gamma", "q_lambda", "epsilon_start", "epsilon_end", "evaluation_epsilon"):
-        check_range(cfg, f"system.{key}", 0.0, 1.0)
-    check_range(cfg, "system.epsilon_decay_fraction", 0.0, 1.0)
-    check_range(cfg, "system.epochs", 1, float("inf"))
-    check_range(cfg, "system.q_lr", 0.0, float("inf"))
 
 
 SYSTEM = AnakinSystem(
