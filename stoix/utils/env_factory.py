@@ -37,6 +37,12 @@ def _memory(scenario: str, **kwargs: Any) -> SuiteAdapter:
     return RecallAdapter(**kwargs)
 
 
+def _jaxmarl(scenario: str, **kwargs: Any) -> SuiteAdapter:
+    from stoix.wrappers.jaxmarl import JaxMARLAdapter
+
+    return JaxMARLAdapter(scenario, **kwargs)
+
+
 def _envpool(scenario: str, max_episode_steps: int | None, **kwargs: Any) -> "EnvpoolEnv":
     from stoix.wrappers.envpool import EnvpoolEnv
 
@@ -55,6 +61,7 @@ SUITES: Dict[str, Callable[..., SuiteAdapter]] = {
     "jumanji": _jumanji,
     "brax": _brax,
     "memory": _memory,
+    "jaxmarl": _jaxmarl,
 }
 
 
