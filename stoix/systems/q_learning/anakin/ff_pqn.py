@@ -63,7 +63,10 @@ class PQNTransition(NamedTuple):
     discount: jax.Array  # [N] 0 on termination
     episode_end: jax.Array  # [N] terminated or truncated: Q(λ) traces stop here
     next_observation: Observation  # true next observation (the final one at episode ends)
-    episode_return: jax.Array  # [N] valid where episode_end
+    # [N] the end of what the metrics count as an episode: the same as episode_end except in
+    # envs where a lost life terminates but the game goes on (envpool's episodic_life).
+    metrics_end: jax.Array
+    episode_return: jax.Array  # [N] valid where metrics_end
     episode_length: jax.Array  # [N]
 
 
@@ -104,6 +107,7 @@ def rollout(
             discount=timestep.discount,
             episode_end=timestep.last(),
             next_observation=timestep.next_observation,
+            metrics_end=timestep.metrics.is_terminal_step,
             episode_return=timestep.metrics.episode_return,
             episode_length=timestep.metrics.episode_length,
         )
@@ -200,7 +204,7 @@ def update_step(
         epoch, (state.params, state.opt_state, state.key), None, length=hp.epochs
     )
     info = PQNLossInfo(jnp.mean(loss), jnp.mean(q_mean), jnp.mean(targets), epsilon)
-    metrics = summarise_episodes(traj.episode_end, traj.episode_return, traj.episode_length, info)
+    metrics = summarise_episodes(traj.metrics_end, traj.episode_return, traj.episode_length, info)
     return state._replace(params=params, opt_state=opt_state, key=key), metrics
 
 
