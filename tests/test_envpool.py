@@ -112,6 +112,7 @@ def test_pqn_trains_on_pong_on_two_devices(tmp_path: Path) -> None:
     assert len([k for k in run if k.startswith("step_")]) == 2
 
 
+@pytest.mark.slow  # the refusal itself is checked in process above; this is the command line
 def test_several_seeds_are_refused_in_one_line(tmp_path: Path) -> None:
     result = run_script(
         "stoix/systems/q_learning/anakin/ff_pqn.py",

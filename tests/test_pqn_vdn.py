@@ -56,7 +56,7 @@ def test_shared_q_network_is_applied_per_agent_with_masks():
     cfg = compose_config("ff_pqn_vdn", [*TINY])
     env = make_env(env_config("overcooked_cramped_room"))
     network = make_q_network(cfg.network, env.spec)
-    _, timestep = jax.vmap(env.reset)(jax.random.split(jax.random.PRNGKey(0), 3))
+    _, timestep = jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.PRNGKey(0), 3))
     obs = timestep.observation
     params = network.init(jax.random.PRNGKey(1), obs)
     q = network.apply(params, obs).q_values
@@ -89,7 +89,7 @@ def test_smax_adapter_shapes_masks_ids_team_reward_and_episode_ends():
     assert env.spec.observation_shape == (3, 75 + 3)
     assert env.spec.num_actions == 8 and env.max_episode_steps == 101
     num = 16
-    state, timestep = jax.vmap(env.reset)(jax.random.split(jax.random.PRNGKey(0), num))
+    state, timestep = jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.PRNGKey(0), num))
     obs = timestep.observation
     assert obs.agent_view.shape == (num, 3, 78) and obs.action_mask.shape == (num, 3, 8)
     np.testing.assert_array_equal(obs.agent_view[0, :, -3:], np.eye(3))
@@ -124,7 +124,7 @@ def test_smax_adapter_shapes_masks_ids_team_reward_and_episode_ends():
 def test_smax_team_reward_is_every_allys_reward():
     adapter = make_env(env_config("smax_3m")).adapter
     raw = adapter._env
-    state, _ = adapter.reset(jax.random.PRNGKey(3))
+    state, _ = jax.jit(adapter.reset)(jax.random.PRNGKey(3))
 
     @jax.jit
     def rewards(state, key):
@@ -151,7 +151,7 @@ def test_overcooked_adapter_is_never_terminal_and_truncates_at_its_limit():
     env = make_env(env_config("overcooked_cramped_room", max_steps=5))
     assert env.spec.observation_shape == (2, 4 * 5 * 26 + 2) and env.spec.num_actions == 6
     assert env.max_episode_steps == 5
-    state, timestep = env.reset(jax.random.PRNGKey(0))
+    state, timestep = jax.jit(env.reset)(jax.random.PRNGKey(0))
     assert bool(jnp.all(timestep.observation.action_mask))
     np.testing.assert_array_equal(timestep.observation.agent_view[:, -2:], np.eye(2))
     step = jax.jit(env.step)
@@ -188,6 +188,7 @@ def test_two_device_run_with_two_seeds(tmp_path):
         assert len(final["episode_return"]) == 8 and np.all(np.isfinite(final["episode_return"]))
 
 
+@pytest.mark.slow
 def test_pqn_vdn_wins_smax_3m_with_default_config(tmp_path):
     # Defaults: 1e5 env steps, 16 envs, on two forced CPU devices. Random allies score ≈ 0.3 and
     # almost never win (a win adds 1 to a return of at most 2).

@@ -132,6 +132,7 @@ def test_minibatches_must_divide_the_envs(tmp_path):
         rec_pqn.run_experiment(cfg)
 
 
+@pytest.mark.slow  # about 1 min on 2 cores; the default run keeps the unit and smoke tests
 def test_recurrent_pqn_solves_recall_where_feed_forward_pqn_cannot(tmp_path):
     # rec_pqn's default run (the recall task: 4 cues, 8 blank steps), on two forced CPU devices.
     # A memoryless policy earns at most 1/4 in expectation.

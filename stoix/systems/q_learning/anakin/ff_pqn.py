@@ -6,7 +6,7 @@ rollout. Read top to bottom: the rollout, the targets, the minibatch step, the u
 """
 
 import functools
-from typing import Any, Mapping, NamedTuple, Tuple
+from typing import Any, Callable, Mapping, NamedTuple, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -245,8 +245,11 @@ def make_optimiser(
     return optax.chain(*optimiser)
 
 
-def build(ctx: BuildContext) -> SystemParts:
+def build(ctx: BuildContext, update: Callable[..., Any] | None = None) -> SystemParts:
+    """PQN's parts; `update` (default: this file's `update_step`, same signature) lets a
+    variant that changes only the learning step (e.g. ff_pqn_vdn) reuse everything else."""
     cfg, env, plan = ctx.config, ctx.env, ctx.plan
+    update = update_step if update is None else update
     hp = pqn_hyperparameters(cfg.system, plan)
     network = make_q_network(cfg.network, env.spec)
     networks = Networks(apply=network.apply, optimiser=make_optimiser(cfg.system, plan, hp))
@@ -292,7 +295,7 @@ def build(ctx: BuildContext) -> SystemParts:
     return SystemParts(
         init_shared=init_shared,
         init_state=init_state,
-        update_step=functools.partial(update_step, networks, env, hp),
+        update_step=functools.partial(update, networks, env, hp),
         actor_params=lambda state: state.params,
         eval_act=eval_act,
     )

@@ -9,7 +9,7 @@ rollout and optimiser are PQN's; only the targets and the loss sum over agents.
 """
 
 import functools
-from typing import Any, Mapping, NamedTuple, Tuple
+from typing import Any, NamedTuple, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -20,23 +20,18 @@ from stoix.base_types import (
     Observation,
     OptState,
     Params,
-    PRNGKey,
     TrainMetrics,
     summarise_episodes,
 )
-from stoix.networks.base import make_q_network
-from stoix.systems.q_learning.anakin.ff_dqn import epsilon_greedy
+from stoix.systems.q_learning.anakin import ff_pqn
 from stoix.systems.q_learning.anakin.ff_pqn import (
     Networks,
     PQNHyperparameters,
     PQNLearnerState,
     PQNLossInfo,
-    make_optimiser,
-    pqn_hyperparameters,
     rollout,
-    validate_pqn,
 )
-from stoix.utils.config import ConfigError, RunPlan, check_divides
+from stoix.utils.config import ConfigError, RunPlan
 from stoix.utils.entry import hydra_main
 from stoix.utils.multistep import q_lambda_targets
 from stoix.utils.runner import AnakinSystem, BuildContext, SystemParts, pmean_replicas, run_anakin
@@ -152,61 +147,15 @@ def update_step(
 
 
 def build(ctx: BuildContext) -> SystemParts:
-    cfg, env, plan = ctx.config, ctx.env, ctx.plan
+    cfg, env = ctx.config, ctx.env
     if len(env.spec.observation_shape) != 2:
         raise ConfigError(
             f"ff_pqn_vdn needs observations [num_agents, obs_dim], but env={cfg.env.suite}/"
             f"{cfg.env.task_name} gives {env.spec.observation_shape}"
         )
-    hp = pqn_hyperparameters(cfg.system, plan)
-    network = make_q_network(cfg.network, env.spec)
-    networks = Networks(apply=network.apply, optimiser=make_optimiser(cfg.system, plan, hp))
-    num_envs = plan.envs_per_replica
-
-    def init_shared(
-        params_key: PRNGKey, tuned: Mapping[str, jax.Array]
-    ) -> Tuple[Params, OptState, jax.Array]:
-        init_key, example_key = jax.random.split(params_key)
-        _, example = env.reset(example_key)
-        params = dict(network.init(init_key, example.observation))
-        opt_state = networks.optimiser.init(params["params"])
-        if "system.q_lr" in tuned:
-            opt_state[1].hyperparams["learning_rate"] = jnp.asarray(tuned["system.q_lr"])
-        q_lambda = jnp.asarray(tuned.get("system.q_lambda", hp.q_lambda), jnp.float32)
-        return params, opt_state, q_lambda
-
-    def init_state(
-        shared: Tuple[Params, OptState, jax.Array], replica_key: PRNGKey
-    ) -> PQNLearnerState:
-        params, opt_state, q_lambda = shared
-        env_key, state_key = jax.random.split(replica_key)
-        env_state, timestep = jax.vmap(env.reset)(jax.random.split(env_key, num_envs))
-        return PQNLearnerState(
-            params,
-            opt_state,
-            state_key,
-            env_state,
-            timestep.observation,
-            jnp.zeros((), jnp.int32),
-            q_lambda,
-        )
-
-    def eval_act(greedy: bool):
-        epsilon = jnp.asarray(0.0 if greedy else hp.evaluation_epsilon)
-
-        def act(params: Params, observation: Observation, key: PRNGKey) -> jax.Array:
-            q = network.apply(params, observation).q_values
-            return epsilon_greedy(key, q, observation.action_mask, epsilon)
-
-        return act
-
-    return SystemParts(
-        init_shared=init_shared,
-        init_state=init_state,
-        update_step=functools.partial(update_step, networks, env, hp),
-        actor_params=lambda state: state.params,
-        eval_act=eval_act,
-    )
+    # Only the learning step differs from PQN's: the network, acting, exploration and the
+    # optimiser are ff_pqn's, applied over the agent axis.
+    return ff_pqn.build(ctx, update=update_step)
 
 
 def validate(cfg: DictConfig, plan: RunPlan) -> None:
@@ -221,13 +170,7 @@ def validate(cfg: DictConfig, plan: RunPlan) -> None:
             "ff_pqn_vdn supports LayerNorm MLP torsos only (network=mlp_pqn); "
             "use_batch_norm and noisy must be False"
         )
-    validate_pqn(cfg)
-    check_divides(
-        "arch.total_num_envs / (devices × arch.update_batch_size) × system.rollout_length",
-        plan.envs_per_replica * plan.rollout_length,
-        "system.num_minibatches",
-        int(cfg.system.num_minibatches),
-    )
+    ff_pqn.validate(cfg, plan)
 
 
 SYSTEM = AnakinSystem(
