@@ -24,7 +24,7 @@ train: setup  ## train the default system: PPO on gymnax CartPole
 	$(PY) stoix/systems/ppo/anakin/ff_ppo.py $(ARGS)
 
 test: setup  ## the default test suite (CI runs this), on two forced CPU devices
-	$(PY) -m pytest -q --durations=10 $(ARGS)
+	$(PY) -m pytest -q -n 2 --durations=10 $(ARGS)
 
 bench: setup  ## slow learning checks and the throughput table
 	$(PY) -m pytest -q -m slow $(ARGS)
