@@ -23,8 +23,8 @@ SYSTEMS = [
         "ff_pqn",
         ["system=q_learning/ff_pqn_minatar", "network=visual_pqn", "env=gymnax/breakout"],
     ),
+    # The LSTM cell runs in tests/test_rec_pqn.py; the system code does not depend on the cell.
     (rec_pqn, "rec_pqn", []),
-    (rec_pqn, "rec_pqn", ["network=lstm_pqn", "env=gymnax/cartpole"]),
 ]
 
 
@@ -43,7 +43,6 @@ def test_two_devices_are_forced():
         "ff_pqn",
         "ff_pqn_minatar",
         "rec_pqn_gru_recall",
-        "rec_pqn_lstm_cartpole",
     ],
 )
 def test_system_smoke_on_two_devices(system, config, extra, tmp_path):
@@ -73,10 +72,9 @@ def test_system_smoke_on_two_devices(system, config, extra, tmp_path):
     assert any(tmp_path.rglob("events.out.tfevents*"))
 
 
+# ff_dqn and ff_ddqn at their defaults are covered by the variants below and the DQN learning test.
 Q_SYSTEMS = [
-    ("ff_dqn", []),
     ("ff_dqn", ["network=mlp_dueling_dqn", "system.n_step=3", "system.tau=0"]),
-    ("ff_ddqn", []),
     ("ff_mdqn", []),
     ("ff_dqn_reg", []),
     ("ff_c51", ["network=mlp_dueling_c51"]),
@@ -92,9 +90,7 @@ Q_SYSTEMS = [
     "config, extra",
     Q_SYSTEMS,
     ids=[
-        "ff_dqn",
         "ff_dqn_dueling_nstep_hard_target",
-        "ff_ddqn",
         "ff_mdqn",
         "ff_dqn_reg",
         "ff_c51_dueling",
