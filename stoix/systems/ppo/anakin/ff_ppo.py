@@ -27,6 +27,7 @@ from stoix.systems.ppo.ppo_losses import clipped_policy_loss, clipped_value_loss
 from stoix.systems.ppo.ppo_types import PPOLearnerState, PPOLossInfo, PPOTransition
 from stoix.utils.config import RunPlan, check_divides, check_range
 from stoix.utils.entry import hydra_main
+from stoix.utils.minibatches import run_epochs
 from stoix.utils.multistep import generalized_advantage_estimation
 from stoix.utils.runner import AnakinSystem, BuildContext, SystemParts, pmean_replicas, run_anakin
 from stoix.utils.running_statistics import (
@@ -201,21 +202,9 @@ def update_step(
     )
     data = MinibatchData(observation, traj.action, traj.log_prob, values, advantages, targets)
     flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), data)
-    batch_size = flat.advantage.shape[0]
     step = functools.partial(minibatch_step, networks, hp)
-
-    def epoch(carry, _):
-        params, opt_states, key = carry
-        key, shuffle_key = jax.random.split(key)
-        order = jax.random.permutation(shuffle_key, batch_size)
-        minibatches = jax.tree.map(
-            lambda x: x[order].reshape((hp.num_minibatches, -1) + x.shape[1:]), flat
-        )
-        (params, opt_states), info = jax.lax.scan(step, (params, opt_states), minibatches)
-        return (params, opt_states, key), info
-
-    (params, opt_states, key), info = jax.lax.scan(
-        epoch, (state.params, state.opt_states, state.key), None, length=hp.epochs
+    (params, opt_states), key, info = run_epochs(
+        step, (state.params, state.opt_states), flat, state.key, hp.epochs, hp.num_minibatches
     )
     metrics = summarise_episodes(
         traj.episode_end, traj.episode_return, traj.episode_length, jax.tree.map(jnp.mean, info)

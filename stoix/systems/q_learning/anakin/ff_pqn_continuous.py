@@ -29,6 +29,7 @@ from stoix.base_types import (
 from stoix.networks.deterministic import make_deterministic_actor, make_state_action_critic
 from stoix.utils.config import ConfigError, RunPlan, check_divides, check_range
 from stoix.utils.entry import hydra_main
+from stoix.utils.minibatches import run_epochs
 from stoix.utils.multistep import q_lambda_targets
 from stoix.utils.runner import AnakinSystem, BuildContext, SystemParts, pmean_replicas, run_anakin
 from stoix.utils.running_statistics import (
@@ -266,21 +267,9 @@ def update_step(
     targets = jax.lax.stop_gradient(critic_targets(networks, hp, state.params, seen))
     data = Minibatch(seen.observation, seen.action, targets)
     flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), data)
-    batch_size = flat.target.shape[0]
     step = functools.partial(minibatch_step, networks)
-
-    def epoch(carry, _):
-        params, opt_states, key = carry
-        key, shuffle_key = jax.random.split(key)
-        order = jax.random.permutation(shuffle_key, batch_size)
-        minibatches = jax.tree.map(
-            lambda x: x[order].reshape((hp.num_minibatches, -1) + x.shape[1:]), flat
-        )
-        (params, opt_states), info = jax.lax.scan(step, (params, opt_states), minibatches)
-        return (params, opt_states, key), info
-
-    (params, opt_states, key), (c_loss, a_loss, q_mean) = jax.lax.scan(
-        epoch, (state.params, state.opt_states, state.key), None, length=hp.epochs
+    (params, opt_states), key, (c_loss, a_loss, q_mean) = run_epochs(
+        step, (state.params, state.opt_states), flat, state.key, hp.epochs, hp.num_minibatches
     )
     info = ContinuousPQNLossInfo(
         jnp.mean(c_loss), jnp.mean(a_loss), jnp.mean(q_mean), jnp.mean(targets), noise_std

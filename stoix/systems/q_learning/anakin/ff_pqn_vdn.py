@@ -33,6 +33,7 @@ from stoix.systems.q_learning.anakin.ff_pqn import (
 )
 from stoix.utils.config import ConfigError, RunPlan
 from stoix.utils.entry import hydra_main
+from stoix.utils.minibatches import run_epochs
 from stoix.utils.multistep import q_lambda_targets
 from stoix.utils.runner import AnakinSystem, BuildContext, SystemParts, pmean_replicas, run_anakin
 
@@ -122,21 +123,9 @@ def update_step(
     )
     data = Minibatch(traj.observation, traj.action, jax.lax.stop_gradient(targets))
     flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), data)
-    batch_size = flat.target.shape[0]
     step = functools.partial(minibatch_step, networks)
-
-    def epoch(carry, _):
-        params, opt_state, key = carry
-        key, shuffle_key = jax.random.split(key)
-        order = jax.random.permutation(shuffle_key, batch_size)
-        minibatches = jax.tree.map(
-            lambda x: x[order].reshape((hp.num_minibatches, -1) + x.shape[1:]), flat
-        )
-        (params, opt_state), info = jax.lax.scan(step, (params, opt_state), minibatches)
-        return (params, opt_state, key), info
-
-    (params, opt_state, key), (loss, q_mean) = jax.lax.scan(
-        epoch, (state.params, state.opt_state, state.key), None, length=hp.epochs
+    (params, opt_state), key, (loss, q_mean) = run_epochs(
+        step, (state.params, state.opt_state), flat, state.key, hp.epochs, hp.num_minibatches
     )
     info = PQNLossInfo(jnp.mean(loss), jnp.mean(q_mean), jnp.mean(targets), epsilon)
     metrics = summarise_episodes(traj.metrics_end, traj.episode_return, traj.episode_length, info)
