@@ -74,6 +74,14 @@ def test_targets_bootstrap_from_the_final_observation_with_the_episodes_memory()
     reward = jnp.asarray([[1.0], [2.0], [3.0]])
     discount = jnp.asarray([[1.0], [1.0], [1.0]])  # truncation keeps the bootstrap
     episode_end = jnp.asarray([[False], [True], [False]])
+    no, yes = jnp.asarray([False]), jnp.asarray([True])
+
+    def at(tree, t):
+        return jax.tree.map(lambda x: x[t], tree)
+
+    h0, _ = net.apply(params, net.initial_hidden((1,)), at(obs, 0), yes)
+    h1, _ = net.apply(params, h0, at(obs, 1), no)
+    h2, _ = net.apply(params, h1, at(obs, 2), yes)
     traj = rec_pqn.RecPQNTransition(
         observation=obs,
         new_episode=new_episode,
@@ -82,23 +90,14 @@ def test_targets_bootstrap_from_the_final_observation_with_the_episodes_memory()
         discount=discount,
         episode_end=episode_end,
         next_observation=final_obs,
+        hidden=jnp.stack([h0, h1, h2]),
         episode_return=jnp.zeros((3, 1)),
         episode_length=jnp.zeros((3, 1), jnp.int32),
     )
     cfg = compose_config("rec_pqn", [*TINY, "system.gamma=0.9", "system.num_minibatches=1"])
     hp = rec_pqn.pqn_hyperparameters(cfg.system, make_run_plan(cfg, 1))
     networks = rec_pqn.Networks(apply=net.apply, optimiser=None)
-    targets = rec_pqn.recurrent_q_lambda_targets(
-        networks, params, net.initial_hidden((1,)), traj, hp, jnp.asarray(0.0)
-    )
-
-    def at(tree, t):
-        return jax.tree.map(lambda x: x[t], tree)
-
-    no, yes = jnp.asarray([False]), jnp.asarray([True])
-    h0, _ = net.apply(params, net.initial_hidden((1,)), at(obs, 0), yes)
-    h1, _ = net.apply(params, h0, at(obs, 1), no)
-    h2, _ = net.apply(params, h1, at(obs, 2), yes)
+    targets = rec_pqn.recurrent_q_lambda_targets(networks, params, traj, hp, jnp.asarray(0.0))
     expected = []
     for t, h in enumerate((h0, h1, h2)):
         _, q_next = net.apply(params, h, at(final_obs, t), no)
@@ -111,10 +110,37 @@ def test_targets_bootstrap_from_the_final_observation_with_the_episodes_memory()
 
     # Termination: no bootstrap at all.
     terminated = traj._replace(discount=jnp.asarray([[1.0], [0.0], [1.0]]))
-    targets = rec_pqn.recurrent_q_lambda_targets(
-        networks, params, net.initial_hidden((1,)), terminated, hp, jnp.asarray(0.0)
-    )
+    targets = rec_pqn.recurrent_q_lambda_targets(networks, params, terminated, hp, jnp.asarray(0.0))
     assert float(targets[1, 0]) == pytest.approx(2.0)
+
+
+def test_rollout_records_the_hidden_state_after_each_step():
+    """The targets bootstrap from the hidden states the rollout recorded: they must be what
+    replaying the rollout's observations, with its resets, from its first hidden state gives."""
+    cfg = compose_config("rec_pqn", [*TINY, "system.num_minibatches=1"])
+    env = make_env(cfg.env)
+    net = make_recurrent_q_network(cfg.network, env.spec)
+    params = init(net, 2)
+    hp = rec_pqn.pqn_hyperparameters(cfg.system, make_run_plan(cfg, 1))
+    env_state, timestep = jax.vmap(env.reset)(jax.random.split(jax.random.PRNGKey(5), 2))
+    hidden_start = jax.tree.map(lambda h: h + 0.3, net.initial_hidden((2,)))
+    state = rec_pqn.RecPQNLearnerState(
+        params=params,
+        opt_state=None,
+        key=jax.random.PRNGKey(6),
+        env_state=env_state,
+        observation=timestep.observation,
+        new_episode=jnp.asarray([True, False]),
+        hidden=hidden_start,
+        env_steps=jnp.zeros((), jnp.int32),
+        q_lambda=jnp.asarray(0.9),
+    )
+    networks = rec_pqn.Networks(apply=net.apply, optimiser=None)
+    _, traj = jax.jit(lambda s: rec_pqn.rollout(networks, env, hp, s, jnp.asarray(0.5)))(state)
+    assert traj.action.shape == (hp.rollout_length, 2)
+    assert bool(jnp.any(traj.new_episode[1:]))  # recall episodes (10 steps) restart inside it
+    _, (_, replayed) = unroll(net.apply, params, hidden_start, traj.observation, traj.new_episode)
+    np.testing.assert_allclose(traj.hidden, replayed, rtol=1e-5, atol=1e-6)
 
 
 def test_feed_forward_network_is_refused(tmp_path):

@@ -63,6 +63,8 @@ class RecPQNTransition(NamedTuple):
     discount: jax.Array  # [N] 0 on termination
     episode_end: jax.Array  # [N] terminated or truncated: Q(λ) traces stop here
     next_observation: Observation  # true next observation (the final one at episode ends)
+    # [N, ...] hidden state after this step: what the next observation of the same episode sees
+    hidden: Hidden
     episode_return: jax.Array  # [N] valid where episode_end
     episode_length: jax.Array  # [N]
 
@@ -98,6 +100,7 @@ def rollout(
             discount=timestep.discount,
             episode_end=timestep.last(),
             next_observation=timestep.next_observation,
+            hidden=hidden,
             episode_return=timestep.metrics.episode_return,
             episode_length=timestep.metrics.episode_length,
         )
@@ -123,7 +126,6 @@ def rollout(
 def recurrent_q_lambda_targets(
     networks: Networks,
     params: Params,
-    hidden_start: Hidden,
     traj: RecPQNTransition,
     hp: PQNHyperparameters,
     q_lambda: jax.Array,
@@ -131,14 +133,12 @@ def recurrent_q_lambda_targets(
     """Q(λ) targets [T, N] of a rollout, bootstrapped from each step's true next observation.
 
     The next observation's value is the network's one step from the hidden state that followed
-    step t, without a reset: at an episode's last step that is the final observation seen with
-    the episode's memory (the auto-reset observation that follows in the rollout is not used).
+    step t (recorded by the rollout, whose parameters these are), without a reset: at an
+    episode's last step that is the final observation seen with the episode's memory (the
+    auto-reset observation that follows in the rollout is not used).
     """
-    _, (_, hiddens) = unroll(
-        networks.apply, params, hidden_start, traj.observation, traj.new_episode
-    )
     no_reset = jnp.zeros_like(traj.new_episode)
-    _, next_q = networks.apply(params, hiddens, traj.next_observation, no_reset)
+    _, next_q = networks.apply(params, traj.hidden, traj.next_observation, no_reset)
     return q_lambda_targets(
         hp.reward_scale * traj.reward,
         hp.gamma * traj.discount,
@@ -187,7 +187,7 @@ def update_step(
     hidden_start = state.hidden
     state, traj = rollout(networks, env, hp, state, epsilon)
     targets = jax.lax.stop_gradient(
-        recurrent_q_lambda_targets(networks, state.params, hidden_start, traj, hp, state.q_lambda)
+        recurrent_q_lambda_targets(networks, state.params, traj, hp, state.q_lambda)
     )
     data = SequenceMinibatch(hidden_start, traj.observation, traj.new_episode, traj.action, targets)
     num_envs = traj.action.shape[1]
