@@ -88,6 +88,14 @@ def test_mlp_torso_options_change_the_network():
     normed = MLPTorso((16, 8), activation="tanh", use_layer_norm=True)
     normed_params = normed.init(jax.random.PRNGKey(1), x)
     assert "LayerNorm_0" in normed_params["params"]
+    # The input LayerNorm normalises the 7 input features before the first dense layer, so
+    # scaling the input changes nothing.
+    input_normed = MLPTorso((16, 8), normalise_input=True)
+    input_params = input_normed.init(jax.random.PRNGKey(1), x)
+    assert input_params["params"]["LayerNorm_0"]["scale"].shape == (7,)
+    np.testing.assert_allclose(
+        input_normed.apply(input_params, 100.0 * x), input_normed.apply(input_params, x), atol=1e-4
+    )
     with pytest.raises(ValueError, match="unknown activation 'swishy'"):
         MLPTorso((4,), activation="swishy").init(jax.random.PRNGKey(1), x)
 

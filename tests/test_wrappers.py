@@ -84,3 +84,28 @@ def test_factory_builds_every_gymnax_task():
         )
         assert env.spec.observation_shape
         assert env.spec.num_actions >= 1
+
+
+def test_step_to_end_matches_step_but_never_resets():
+    env = EpisodeEnv(GymnaxAdapter("CartPole-v1"))
+    state, _ = env.reset(jax.random.PRNGKey(0))
+    step, step_to_end = jax.jit(env.step), jax.jit(env.step_to_end)
+    for _ in range(40):
+        reset_state, ts = step(state, jnp.int32(0))
+        kept_state, ts_to_end = step_to_end(state, jnp.int32(0))
+        # Same transition, same metrics; only what follows an end differs.
+        np.testing.assert_array_equal(
+            ts.next_observation.agent_view, ts_to_end.next_observation.agent_view
+        )
+        assert int(ts.step_type) == int(ts_to_end.step_type)
+        if bool(ts.last()):
+            break
+        np.testing.assert_array_equal(ts.observation.agent_view, ts_to_end.observation.agent_view)
+        state = reset_state
+    assert bool(ts.last()), "pushing left forever must drop the pole"
+    # At the end, step continues in a fresh episode; step_to_end stays on the fallen pole.
+    np.testing.assert_array_equal(
+        ts_to_end.observation.agent_view, ts_to_end.next_observation.agent_view
+    )
+    assert not np.allclose(ts.observation.agent_view, ts_to_end.observation.agent_view)
+    assert abs(float(kept_state.adapter_state.theta)) > 0.2

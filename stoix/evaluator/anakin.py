@@ -65,6 +65,8 @@ def make_evaluator(
     is below the env's own episode limit) reports its return so far.
     """
     actor = act if isinstance(act, RecurrentEvalAct) else _as_recurrent(act)
+    # Each env is used up to its first episode end, so auto-resets would be wasted work.
+    step_env = getattr(env, "step_to_end", env.step)
 
     def evaluate(params: Params, key: PRNGKey) -> EvalOutput:
         key, reset_key = jax.random.split(key)
@@ -93,7 +95,7 @@ def make_evaluator(
             hidden, action = actor.act(
                 params, c.actor_hidden, c.observation, c.new_episode, act_key
             )
-            env_state, ts = jax.vmap(env.step)(c.env_state, action)
+            env_state, ts = jax.vmap(step_env)(c.env_state, action)
             ended_now = jnp.logical_and(ts.metrics.is_terminal_step, jnp.logical_not(c.finished))
             return _EvalCarry(
                 env_state=env_state,

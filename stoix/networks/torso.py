@@ -26,12 +26,17 @@ class MLPTorso(nn.Module):
     kernel_scale: float = 2.0**0.5
     noisy: bool = False
     use_batch_norm: bool = False
+    # LayerNorm on the raw input too: wide, sparse observations (Craftax's 1,345 symbols) reach
+    # the first layer at a scale no other input has.
+    normalise_input: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         if self.use_layer_norm and self.use_batch_norm:
             raise ValueError("MLPTorso: choose use_layer_norm or use_batch_norm, not both")
         x = x.reshape(x.shape[: x.ndim - 1] + (-1,)) if x.ndim > 1 else x
+        if self.normalise_input:
+            x = nn.LayerNorm()(x)
         act = activation_fn(self.activation)
         for size in self.layer_sizes:
             if self.noisy:

@@ -43,6 +43,12 @@ def _jaxmarl(scenario: str, **kwargs: Any) -> SuiteAdapter:
     return JaxMARLAdapter(scenario, **kwargs)
 
 
+def _craftax(scenario: str, **kwargs: Any) -> SuiteAdapter:
+    from stoix.wrappers.craftax import CraftaxAdapter
+
+    return CraftaxAdapter(scenario, **kwargs)
+
+
 def _envpool(scenario: str, max_episode_steps: int | None, **kwargs: Any) -> "EnvpoolEnv":
     from stoix.wrappers.envpool import EnvpoolEnv
 
@@ -62,6 +68,7 @@ SUITES: Dict[str, Callable[..., SuiteAdapter]] = {
     "brax": _brax,
     "memory": _memory,
     "jaxmarl": _jaxmarl,
+    "craftax": _craftax,
 }
 
 

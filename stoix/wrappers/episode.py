@@ -39,6 +39,9 @@ class SuiteAdapter(Protocol, Generic[AdapterState]):
     serves both the step and a possible auto-reset (on CPU every threefry call is a rolled loop
     of small kernels, so extra splits inside the inner loop cost real time at few envs).
     Adapters whose simulator is deterministic, or keeps its own key, ignore `key` in `step`.
+
+    An adapter may also define `auto_reset(key)`, used instead of `reset` when an episode ends
+    mid-run (e.g. Craftax's optimistic reset, which shares fresh worlds between envs).
     """
 
     spec: EnvSpec
@@ -71,6 +74,7 @@ class EpisodeEnv:
         cap = max_episode_steps or adapter.spec.max_episode_steps
         self.spec = adapter.spec.replace(max_episode_steps=int(cap))
         self.max_episode_steps = int(cap)
+        self._auto_reset = getattr(adapter, "auto_reset", adapter.reset)
 
     def reset(self, key: PRNGKey) -> Tuple[EpisodeState, TimeStep]:
         key, reset_key = jax.random.split(key)
@@ -96,6 +100,17 @@ class EpisodeEnv:
         return state, timestep
 
     def step(self, state: EpisodeState, action: Action) -> Tuple[EpisodeState, TimeStep]:
+        return self._step(state, action, auto_reset=True)
+
+    def step_to_end(self, state: EpisodeState, action: Action) -> Tuple[EpisodeState, TimeStep]:
+        """`step` without the auto-reset, for loops that stop using an env at its first episode
+        end (the evaluator): no reset is computed, which for suites with costly resets (Craftax
+        world generation) is most of the step. After an end the state is not meaningful."""
+        return self._step(state, action, auto_reset=False)
+
+    def _step(
+        self, state: EpisodeState, action: Action, auto_reset: bool
+    ) -> Tuple[EpisodeState, TimeStep]:
         key, step_key, reset_key = jax.random.split(state.key, 3)
         adapter_state, out = self.adapter.step(state.adapter_state, action, step_key)
         step_count = state.step_count + 1
@@ -108,15 +123,18 @@ class EpisodeEnv:
         )
         done = jnp.logical_or(terminated, truncated)
 
-        reset_adapter_state, reset_observation = self.adapter.reset(reset_key)
-        # Selecting between the stepped and the reset state keeps the program branch-free, which
-        # under vmap is what lax.cond would compile to anyway.
-        next_adapter_state = jax.tree.map(
-            lambda r, s: jnp.where(done, r, s), reset_adapter_state, adapter_state
-        )
-        observation = jax.tree.map(
-            lambda r, s: jnp.where(done, r, s), reset_observation, out.observation
-        )
+        if auto_reset:
+            reset_adapter_state, reset_observation = self._auto_reset(reset_key)
+            # Selecting between the stepped and the reset state keeps the program branch-free,
+            # which under vmap is what lax.cond would compile to anyway.
+            next_adapter_state = jax.tree.map(
+                lambda r, s: jnp.where(done, r, s), reset_adapter_state, adapter_state
+            )
+            observation = jax.tree.map(
+                lambda r, s: jnp.where(done, r, s), reset_observation, out.observation
+            )
+        else:
+            next_adapter_state, observation = adapter_state, out.observation
         step_type = jnp.where(
             terminated,
             StepType.TERMINATED,
