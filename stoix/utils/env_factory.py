@@ -49,6 +49,12 @@ def _craftax(scenario: str, **kwargs: Any) -> SuiteAdapter:
     return CraftaxAdapter(scenario, **kwargs)
 
 
+def _playground(scenario: str, **kwargs: Any) -> SuiteAdapter:
+    from stoix.wrappers.playground import PlaygroundAdapter
+
+    return PlaygroundAdapter(scenario, **kwargs)
+
+
 def _envpool(scenario: str, max_episode_steps: int | None, **kwargs: Any) -> "EnvpoolEnv":
     from stoix.wrappers.envpool import EnvpoolEnv
 
@@ -69,6 +75,7 @@ SUITES: Dict[str, Callable[..., SuiteAdapter]] = {
     "memory": _memory,
     "jaxmarl": _jaxmarl,
     "craftax": _craftax,
+    "playground": _playground,
 }
 
 
