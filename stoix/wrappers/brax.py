@@ -50,18 +50,26 @@ class BraxAdapter:
     """
 
     def __init__(self, scenario: str, backend: str = DEFAULT_BACKEND, **env_kwargs: Any):
-        self._env = envs.get_environment(scenario, backend=backend, **env_kwargs)
-        self._action_size = int(self._env.action_size)
+        self._use_env(
+            envs.get_environment(scenario, backend=backend, **env_kwargs),
+            DEFAULT_MAX_EPISODE_STEPS,
+        )
+
+    def _use_env(self, env: Any, max_episode_steps: int) -> None:
+        """Adopts any env with brax's interface (`reset(key)`, `step(state, action)`, a state
+        with obs/reward/done and `replace`): MuJoCo Playground's envs have it too."""
+        self._env = env
+        self._action_size = int(env.action_size)
         # eval_shape traces reset without running it: brax's `observation_size` property would
         # run an un-jitted reset, which takes seconds for the larger bodies.
-        reset_shape = jax.eval_shape(self._env.reset, jax.random.PRNGKey(0))
+        reset_shape = jax.eval_shape(env.reset, jax.random.PRNGKey(0))
         self.spec = EnvSpec(
             observation_shape=tuple(reset_shape.obs.shape),
             action_kind="continuous",
             num_actions=self._action_size,
             action_minimum=(-1.0,) * self._action_size,
             action_maximum=(1.0,) * self._action_size,
-            max_episode_steps=DEFAULT_MAX_EPISODE_STEPS,
+            max_episode_steps=max_episode_steps,
         )
 
     def _observation(self, env_state: Any, step_count: jax.Array) -> Observation:
