@@ -24,6 +24,7 @@ def _env_cfg(scenario: str, cap: int | None):
     )
 
 
+@pytest.mark.slow  # MJX compiles for about 40 s on 2 cores; kept out of the 20-minute run
 def test_cartpole_balance_truncates_at_the_cap_and_pays_in_unit_range() -> None:
     env = make_env(_env_cfg("CartpoleBalance", 5))
     assert env.spec.observation_shape == (5,) and env.spec.num_actions == 1

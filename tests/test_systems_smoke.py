@@ -16,7 +16,14 @@ SYSTEMS = [
     (ff_ppo_continuous, "ff_ppo_continuous", []),
     (ff_ppo, "ff_ppo", ["env=gymnax/breakout", "network=cnn"]),
     # Snake has an action mask: invalid moves must get zero probability in the categorical head.
-    (ff_ppo, "ff_ppo", ["env=jumanji/snake", "network=cnn", "env.max_episode_steps=64"]),
+    # The slow tier keeps it (90 s on 2 cores); the default run tests the masked head itself
+    # (tests/test_networks.py) and the Snake adapter (tests/test_suite_adapters.py).
+    pytest.param(
+        ff_ppo,
+        "ff_ppo",
+        ["env=jumanji/snake", "network=cnn", "env.max_episode_steps=64"],
+        marks=pytest.mark.slow,
+    ),
     (ff_pqn, "ff_pqn", []),
     (
         ff_pqn,
