@@ -30,8 +30,8 @@ class CraftaxAdapter:
 
     Args:
         scenario: a Craftax env name, e.g. "Craftax-Classic-Symbolic-v1".
-        reset_ratio: envs per freshly generated world in a batched auto-reset (>= 1; 1 means
-            every env gets its own world, as a plain reset would).
+        reset_ratio: envs per freshly generated world in a batched auto-reset (>= 1; with 1,
+            as many worlds are generated as there are envs, at full generation cost).
     """
 
     def __init__(self, scenario: str, reset_ratio: int = 16):
