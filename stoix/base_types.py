@@ -116,6 +116,27 @@ class ActorCriticOptStates(NamedTuple):
     critic_opt_state: OptState
 
 
+class Transition(NamedTuple):
+    """One env step as a replay buffer stores it ([N, T] when added, [B, n] when sampled)."""
+
+    observation: Observation  # as the env gave it (replay systems normalise when sampling)
+    action: Array  # () int32 for discrete actions, [A] float32 for continuous ones
+    reward: Array  # () float32
+    terminated: Array  # () bool: no bootstrap from next_observation
+    episode_end: Array  # () bool: terminated or truncated; n-step sums stop here
+    next_observation: Observation  # the true next observation, also at a truncation
+
+
+class NStepBatch(NamedTuple):
+    """Sampled sequences folded into n-step transitions (see `stoix.utils.replay`)."""
+
+    observation: Observation  # [B] s_t
+    action: Array  # [B] or [B, A] a_t
+    reward: Array  # [B] discounted reward sum over the k ≤ n steps
+    discount: Array  # [B] γ^k, 0 when the episode terminated within them
+    next_observation: Observation  # [B] s_{t+k}
+
+
 class TrainMetrics(NamedTuple):
     """Fixed-shape summary of one update, so the compiled program never changes with the data.
 

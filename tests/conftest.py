@@ -1,9 +1,20 @@
-"""Every test runs with two CPU devices, so the multi-device paths are always exercised."""
+"""Every test runs with two CPU devices, so the multi-device paths are always exercised.
+
+Compiled programs go to JAX's persistent cache, shared by the pytest workers and the scripts
+the tests start: tests that run one program several times (kill and resume, same seed same
+numbers) compile it once. JAX keys each entry on the program, flags and versions, so a hit is
+the same executable a fresh compilation would give.
+"""
 
 import os
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR",
+    os.path.join(tempfile.gettempdir(), f"stoix-test-jax-cache-{os.getuid()}"),
+)
 
 import pytest  # noqa: E402
 

@@ -157,7 +157,7 @@ def pendulum() -> Tuple[EpisodeEnv, Batched]:
 
 @pytest.mark.parametrize(
     "scenario, obs_dim, action_dim",
-    [("inverted_pendulum", 4, 1), ("halfcheetah", 17, 6), ("ant", 27, 8)],
+    [("inverted_pendulum", 4, 1), ("halfcheetah", 17, 6), ("ant", 27, 8), ("hopper", 11, 3)],
 )
 def test_brax_spec(scenario: str, obs_dim: int, action_dim: int) -> None:
     spec = BraxAdapter(scenario).spec

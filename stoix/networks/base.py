@@ -71,11 +71,12 @@ def make_actor(network_cfg: DictConfig, spec: EnvSpec) -> FeedForwardActor:
     )
 
 
-def make_critic(network_cfg: DictConfig) -> FeedForwardCritic:
-    """Builds the state-value critic from `network.critic_network`."""
+def make_critic(network_cfg: DictConfig, **head_kwargs: Any) -> FeedForwardCritic:
+    """Builds the critic from `network.critic_network`: a state value, or with a
+    `DiscreteQHead` and `action_dim` in `head_kwargs` the action values Q(s, ·)."""
     return FeedForwardCritic(
         torso=_instantiate(network_cfg.critic_network.pre_torso),
-        critic_head=_instantiate(network_cfg.critic_network.critic_head),
+        critic_head=_instantiate(network_cfg.critic_network.critic_head, **head_kwargs),
     )
 
 

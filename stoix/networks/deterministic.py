@@ -83,9 +83,10 @@ def make_deterministic_actor(network_cfg: DictConfig, spec: EnvSpec) -> Determin
     )
 
 
-def make_state_action_critic(network_cfg: DictConfig) -> StateActionCritic:
-    """Builds Q(s, a) from `network.critic_network`."""
+def make_state_action_critic(network_cfg: DictConfig, **head_kwargs: Any) -> StateActionCritic:
+    """Builds Q(s, a) from `network.critic_network`; `head_kwargs` size the head (e.g. the
+    number of atoms of a categorical critic, which the system's config owns)."""
     return StateActionCritic(
         torso=_instantiate(network_cfg.critic_network.pre_torso),
-        critic_head=_instantiate(network_cfg.critic_network.critic_head),
+        critic_head=_instantiate(network_cfg.critic_network.critic_head, **head_kwargs),
     )

@@ -81,6 +81,17 @@ class ScalarCriticHead(nn.Module):
         return nn.Dense(1, kernel_init=orthogonal(1.0))(x).squeeze(-1)
 
 
+class CategoricalValueHead(nn.Module):
+    """Logits [..., num_atoms] of a value distribution over fixed atoms (D4PG's critic); the
+    system owns the atoms, so the same head serves any value range."""
+
+    num_atoms: int = 51
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return nn.Dense(self.num_atoms, kernel_init=orthogonal(1.0))(x)
+
+
 class DiscreteQHead(nn.Module):
     """Action values Q(s, ·) for discrete actions, unmasked; `QHead` is the configurable one."""
 

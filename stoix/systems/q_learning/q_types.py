@@ -4,18 +4,19 @@ from typing import Any, NamedTuple
 
 import jax
 
-from stoix.base_types import EnvState, Observation, OnlineAndTarget, OptState, PRNGKey
+from stoix.base_types import (
+    EnvState,
+    NStepBatch,
+    Observation,
+    OnlineAndTarget,
+    OptState,
+    PRNGKey,
+    Transition,
+)
 
-
-class QTransition(NamedTuple):
-    """One env step as stored in the replay buffer ([N, T] when added, [B, n] when sampled)."""
-
-    observation: Observation
-    action: jax.Array  # () int32
-    reward: jax.Array  # () float32
-    terminated: jax.Array  # () bool: no bootstrap from next_observation
-    episode_end: jax.Array  # () bool: terminated or truncated; n-step sums stop here
-    next_observation: Observation  # the true next observation, also at a truncation
+# The replay family stores and samples the transitions every replay-based system uses.
+QTransition = Transition
+QBatch = NStepBatch
 
 
 class QLearnerState(NamedTuple):
@@ -29,16 +30,6 @@ class QLearnerState(NamedTuple):
     observation: Observation  # [N] what the next rollout acts on first
     env_steps: jax.Array  # () int32, env steps taken by this replica (drives ε)
     gradient_steps: jax.Array  # () int32 (drives hard target updates and β annealing)
-
-
-class QBatch(NamedTuple):
-    """A sampled batch folded into n-step transitions (see `multistep.n_step_target`)."""
-
-    observation: Observation  # [B] s_t
-    action: jax.Array  # [B] a_t
-    reward: jax.Array  # [B] discounted reward sum over the k ≤ n steps
-    discount: jax.Array  # [B] γ^k, 0 when the episode terminated within them
-    next_observation: Observation  # [B] s_{t+k}
 
 
 class QForward(NamedTuple):

@@ -9,7 +9,6 @@ is only a different per-sample loss, a `QVariant`, plugged into `make_q_system`;
 import functools
 from typing import Any, Callable, Mapping, NamedTuple, Tuple
 
-import flashbax as fbx
 import jax
 import jax.numpy as jnp
 import optax
@@ -34,7 +33,7 @@ from stoix.systems.q_learning.q_types import (
 )
 from stoix.utils.config import ConfigError, RunPlan, check_range
 from stoix.utils.entry import hydra_main
-from stoix.utils.multistep import n_step_target
+from stoix.utils.replay import add_rollout, make_trajectory_buffer, n_step_batch, validate_replay
 from stoix.utils.runner import AnakinSystem, BuildContext, SystemParts, pmean_replicas, run_anakin
 
 ApplyFn = Callable[..., Any]
@@ -130,8 +129,7 @@ def rollout(
 
 
 def add_to_buffer(networks: Networks, buffer_state: Any, traj: QTransition) -> Any:
-    # flashbax stores [envs, time]; the rollout scan produced [time, envs].
-    return networks.buffer.add(buffer_state, jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), traj))
+    return add_rollout(networks.buffer, buffer_state, traj)
 
 
 # THE GRADIENT STEP
@@ -139,17 +137,7 @@ def add_to_buffer(networks: Networks, buffer_state: Any, traj: QTransition) -> A
 
 def fold_n_step(hp: QHyperparameters, sequences: QTransition) -> QBatch:
     """[B, n] sampled sequences → one n-step transition each."""
-    target = n_step_target(sequences.reward, sequences.terminated, sequences.episode_end, hp.gamma)
-    batch_index = jnp.arange(target.reward.shape[0])
-    return QBatch(
-        observation=jax.tree.map(lambda x: x[:, 0], sequences.observation),
-        action=sequences.action[:, 0],
-        reward=target.reward,
-        discount=target.discount,
-        next_observation=jax.tree.map(
-            lambda x: x[batch_index, target.last_index], sequences.next_observation
-        ),
-    )
+    return n_step_batch(sequences, hp.gamma)
 
 
 def batch_loss(
@@ -266,22 +254,14 @@ def hyperparameters(cfg: DictConfig, plan: RunPlan) -> QHyperparameters:
 
 
 def make_buffer(hp: QHyperparameters, cfg: DictConfig, plan: RunPlan) -> Any:
-    replicas = plan.num_replicas
-    num_envs = plan.envs_per_replica
-    time_axis = int(cfg.system.buffer_size) // replicas // num_envs
-    common = dict(
-        add_batch_size=num_envs,
-        sample_batch_size=hp.batch_size,
-        sample_sequence_length=hp.n_step,
-        period=1,
-        min_length_time_axis=hp.n_step,
-        max_length_time_axis=time_axis,
+    return make_trajectory_buffer(
+        plan,
+        int(cfg.system.buffer_size),
+        hp.batch_size,
+        hp.n_step,
+        hp.prioritised,
+        hp.priority_exponent,
     )
-    if hp.prioritised:
-        return fbx.make_prioritised_trajectory_buffer(
-            **common, priority_exponent=hp.priority_exponent
-        )
-    return fbx.make_trajectory_buffer(**common)
 
 
 def make_q_system(variant: QVariant) -> AnakinSystem:
@@ -379,28 +359,7 @@ def validate(cfg: DictConfig, plan: RunPlan) -> None:
             "network.q_network.pre_torso.use_batch_norm=True: BatchNorm statistics are "
             "updated only by ff_pqn; use LayerNorm (use_layer_norm=True) here"
         )
-    replicas = plan.num_replicas
-    for key in ("batch_size", "buffer_size", "n_step", "gradient_steps_per_update"):
-        check_range(cfg, f"system.{key}", 1, float("inf"))
-    batch_size = int(sys_cfg.batch_size)
-    if batch_size % replicas:
-        raise ConfigError(
-            f"system.batch_size={batch_size} is not divisible by {plan.num_devices} device(s) × "
-            f"arch.update_batch_size={plan.update_batch_size}"
-        )
-    time_axis = int(sys_cfg.buffer_size) // replicas // plan.envs_per_replica
-    needed = max(int(sys_cfg.n_step), int(sys_cfg.warmup_steps), plan.rollout_length)
-    if time_axis < needed:
-        raise ConfigError(
-            f"system.buffer_size={int(sys_cfg.buffer_size):,} holds only {time_axis} steps per "
-            f"env ({plan.total_num_envs} envs); it needs at least {needed} (the largest of "
-            "system.n_step, system.warmup_steps and system.rollout_length)"
-        )
-    if int(sys_cfg.warmup_steps) < int(sys_cfg.n_step):
-        raise ConfigError(
-            f"system.warmup_steps={sys_cfg.warmup_steps} must be at least "
-            f"system.n_step={sys_cfg.n_step}, so the first batch can be sampled"
-        )
+    validate_replay(cfg, plan)
     for key in ("gamma", "tau", "epsilon_start", "epsilon_end", "evaluation_epsilon"):
         check_range(cfg, f"system.{key}", 0.0, 1.0)
     check_range(cfg, "system.epsilon_decay_fraction", 0.0, 1.0)
