@@ -229,3 +229,34 @@ def test_sac_learns_pendulum_swing_up(tmp_path):
     )
     result = run_anakin_measured(cfg, ff_sac.SYSTEM)
     assert result.absolute_return >= -250, result
+
+
+# Slow tier: each system at its defaults (`make bench` also tables them in docs/benchmarks.md).
+# Random play scores about -1200 on Pendulum, about 20 on CartPole and about 5 on brax
+# inverted_pendulum (whose maximum is 1000).
+DEFAULT_RUNS = [
+    ("ddpg", "ff_ddpg", [], -250),
+    ("ddpg", "ff_td3", [], -250),
+    ("ddpg", "ff_d4pg", [], -250),
+    ("sac", "ff_sac", [], -250),
+    ("sac", "ff_sac_discrete", [], 450),
+    ("ddpg", "ff_td3", ["env=brax/inverted_pendulum", "arch.total_timesteps=1e5"], 900),
+    ("sac", "ff_sac", ["env=brax/inverted_pendulum", "arch.total_timesteps=1e5"], 900),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "family, config, extra, threshold",
+    DEFAULT_RUNS,
+    ids=[f"{r[1]}-{'brax' if r[2] else 'default'}" for r in DEFAULT_RUNS],
+)
+def test_learns_at_default_config(family, config, extra, threshold, tmp_path):
+    module = importlib.import_module(f"stoix.systems.{family}.anakin.{config}")
+    cfg = compose_config(
+        config,
+        [f"logger.base_exp_path={tmp_path}", "logger.use_tb=False", "logger.use_console=False"]
+        + extra,
+    )
+    result = run_anakin_measured(cfg, module.SYSTEM)
+    assert result.absolute_return >= threshold, result

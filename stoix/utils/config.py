@@ -137,6 +137,7 @@ def make_run_plan(cfg: DictConfig, num_devices: int) -> RunPlan:
     rollout = _positive_int(cfg, "system.rollout_length")
     num_evaluation = _positive_int(cfg, "arch.num_evaluation")
     num_eval_episodes = _positive_int(cfg, "arch.num_eval_episodes")
+    _positive_int(cfg, "arch.absolute_metric_episode_multiplier")
     assert None not in (num_seeds, update_batch, total_envs, rollout, num_evaluation)
     replicas = num_devices * update_batch
     if total_envs % replicas:

@@ -340,7 +340,6 @@ def run_anakin_measured(cfg: DictConfig, system: AnakinSystem) -> RunResult:
         )
 
     evaluate = make_sharded_eval(plan.eval_episodes_per_device)
-    absolute_episodes = plan.num_eval_episodes * int(cfg.arch.absolute_metric_episode_multiplier)
 
     def select_improved(best: Params, current: Params, improved: jax.Array) -> Params:
         return jax.tree.map(
@@ -410,10 +409,13 @@ def run_anakin_measured(cfg: DictConfig, system: AnakinSystem) -> RunResult:
     evaluate_compiled = evaluate.lower(best_params, eval_base_key).compile()
     improved_template = jax.device_put(np.zeros((plan.num_devices, plan.num_runs), bool), sharded)
     keep_best_compiled = keep_best.lower(best_params, best_params, improved_template).compile()
-    absolute_compiled = None
-    if bool(cfg.arch.absolute_metric):
-        absolute_eval = make_sharded_eval(-(-absolute_episodes // plan.num_devices))
-        absolute_compiled = absolute_eval.lower(best_params, eval_base_key).compile()
+    # The absolute metric reuses the evaluation program, once per multiple of its episodes, with
+    # keys made now: a second evaluator of 10× the width would cost one more compilation per run.
+    absolute_keys = np.asarray(
+        jax.random.split(
+            eval_keys[plan.num_evaluation], int(cfg.arch.absolute_metric_episode_multiplier)
+        )
+    )
     compile_seconds = time.perf_counter() - compile_start
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -488,11 +490,15 @@ def run_anakin_measured(cfg: DictConfig, system: AnakinSystem) -> RunResult:
                     steps_done=steps_done,
                 )
 
-        if absolute_compiled is not None:
-            absolute = _eval_to_host(
-                absolute_compiled(best_params, eval_keys[plan.num_evaluation]),
-                absolute_episodes,
-            )
+        if bool(cfg.arch.absolute_metric):
+            chunks = [
+                _eval_to_host(evaluate_compiled(best_params, key), plan.num_eval_episodes)
+                for key in absolute_keys
+            ]
+            absolute = [
+                {name: np.concatenate([c[s][name] for c in chunks]) for name in chunks[0][s]}
+                for s in range(plan.num_runs)
+            ]
             logger.log_absolute(absolute)
             absolute_return = float(np.mean([a["episode_return"].mean() for a in absolute]))
     finally:
