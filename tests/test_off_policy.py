@@ -240,8 +240,8 @@ DEFAULT_RUNS = [
     ("ddpg", "ff_d4pg", [], -250),
     ("sac", "ff_sac", [], -250),
     ("sac", "ff_sac_discrete", [], 450),
-    ("ddpg", "ff_td3", ["env=brax/inverted_pendulum", "arch.total_timesteps=1e5"], 900),
-    ("sac", "ff_sac", ["env=brax/inverted_pendulum", "arch.total_timesteps=1e5"], 900),
+    ("ddpg", "ff_td3", ["env=brax/inverted_pendulum", "arch.total_timesteps=5e4"], 900),
+    ("sac", "ff_sac", ["env=brax/inverted_pendulum", "arch.total_timesteps=5e4"], 900),
 ]
 
 

@@ -14,7 +14,9 @@ from tests.helpers import TINY, read_metrics, runs_of
 SYSTEMS = [
     (ff_ppo, "ff_ppo", []),
     (ff_ppo_continuous, "ff_ppo_continuous", []),
-    (ff_ppo, "ff_ppo", ["env=gymnax/breakout", "network=cnn"]),
+    # CNNTorso on MinAtar runs in the default tier under PQN and DQN below; the slow tier keeps
+    # PPO's CNN run too (70 s on 2 cores).
+    pytest.param(ff_ppo, "ff_ppo", ["env=gymnax/breakout", "network=cnn"], marks=pytest.mark.slow),
     # Snake has an action mask: invalid moves must get zero probability in the categorical head.
     # The slow tier keeps it (90 s on 2 cores); the default run tests the masked head itself
     # (tests/test_networks.py) and the Snake adapter (tests/test_suite_adapters.py).

@@ -6,6 +6,7 @@ Sampling draws sequences of n consecutive steps, which `n_step_batch` folds into
 transition each, so n-step returns never cross an episode end.
 """
 
+import functools
 from typing import Any, Callable, NamedTuple, Tuple
 
 import flashbax as fbx
@@ -25,7 +26,7 @@ from stoix.base_types import (
 )
 from stoix.utils.config import ConfigError, RunPlan, check_range
 from stoix.utils.multistep import n_step_target
-from stoix.utils.runner import pmean_replicas
+from stoix.utils.runner import SystemParts, pmean_replicas
 from stoix.utils.running_statistics import (
     RunningStatistics,
     init_statistics,
@@ -280,3 +281,52 @@ def replay_update(
         jax.tree.map(jnp.mean, info),
     )
     return state, metrics
+
+
+def replay_system_parts(
+    env: Any,
+    buffer: Any,
+    loop: ReplayLoop,
+    num_envs: int,
+    init_shared: Callable[[PRNGKey, Any], Tuple[Any, Any]],
+    random_action: Callable[[PRNGKey, int], Action],
+    policy: Callable[[bool], ActFn],
+    gradient_step: GradientStep,
+) -> SystemParts:
+    """The runner's parts of a replay actor-critic whose parameters have an `actor` field.
+
+    Args:
+        policy: greedy flag -> act(actor params, observation as the networks see it, key).
+            Training acts with `policy(False)`, the exploring policy; evaluation with either.
+    """
+
+    def init_state(shared: Tuple[Any, Any], replica_key: PRNGKey) -> ReplayLearnerState:
+        return init_replay_state(env, buffer, loop, num_envs, *shared, random_action, replica_key)
+
+    def eval_act(greedy: bool) -> Callable[..., Action]:
+        act = policy(greedy)
+
+        def act_in_eval(
+            actor_and_stats: Tuple[Any, RunningStatistics], observation: Observation, key: PRNGKey
+        ) -> Action:
+            params, stats = actor_and_stats
+            return act(params, observe(stats, observation, loop.normalise_observations), key)
+
+        return act_in_eval
+
+    return SystemParts(
+        init_shared=init_shared,
+        init_state=init_state,
+        update_step=functools.partial(
+            replay_update,
+            env,
+            buffer,
+            loop,
+            policy(False),
+            lambda params: params.actor,
+            gradient_step,
+        ),
+        # The evaluator gets the statistics too, so it normalises exactly as training does.
+        actor_params=lambda state: (state.params.actor, state.obs_stats),
+        eval_act=eval_act,
+    )

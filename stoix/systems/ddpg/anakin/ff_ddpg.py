@@ -33,16 +33,13 @@ from stoix.utils.entry import hydra_main
 from stoix.utils.replay import (
     ReplayLearnerState,
     ReplayLoop,
-    init_replay_state,
     make_trajectory_buffer,
     n_step_batch,
-    observe,
     observe_batch,
-    replay_update,
+    replay_system_parts,
     validate_replay,
 )
 from stoix.utils.runner import AnakinSystem, BuildContext, SystemParts, pmean_replicas, run_anakin
-from stoix.utils.running_statistics import RunningStatistics
 
 
 class DDPGHyperparameters(NamedTuple):
@@ -271,49 +268,24 @@ def build(ctx: BuildContext, distributional: bool = False) -> SystemParts:
         )
         return params, opt_states
 
-    def init_state(shared: Tuple[DDPGParams, DDPGOptStates], replica_key: PRNGKey):
-        return init_replay_state(
-            env,
-            networks.buffer,
-            loop,
-            plan.envs_per_replica,
-            *shared,
-            functools.partial(uniform_action, networks),
-            replica_key,
-        )
-
-    def act(actor_params: Params, observation: Observation, key: PRNGKey) -> jax.Array:
-        return noisy_action(
-            networks, key, actor.apply(actor_params, observation), hp.exploration_noise
-        )
-
-    def eval_act(greedy: bool):
+    def policy(greedy: bool):
         noise_std = 0.0 if greedy else hp.exploration_noise
 
-        def act_in_eval(
-            policy: Tuple[Params, RunningStatistics], observation: Observation, key: PRNGKey
-        ) -> jax.Array:
-            params, stats = policy
-            action = actor.apply(params, observe(stats, observation, hp.normalise_observations))
+        def act(actor_params: Params, observation: Observation, key: PRNGKey) -> jax.Array:
+            action = actor.apply(actor_params, observation)
             return noisy_action(networks, key, action, noise_std)
 
-        return act_in_eval
+        return act
 
-    return SystemParts(
-        init_shared=init_shared,
-        init_state=init_state,
-        update_step=functools.partial(
-            replay_update,
-            env,
-            networks.buffer,
-            loop,
-            act,
-            lambda params: params.actor,
-            functools.partial(gradient_step, networks, hp),
-        ),
-        # The evaluator gets the statistics too, so it normalises exactly as training does.
-        actor_params=lambda state: (state.params.actor, state.obs_stats),
-        eval_act=eval_act,
+    return replay_system_parts(
+        env,
+        networks.buffer,
+        loop,
+        plan.envs_per_replica,
+        init_shared,
+        functools.partial(uniform_action, networks),
+        policy,
+        functools.partial(gradient_step, networks, hp),
     )
 
 
