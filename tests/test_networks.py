@@ -159,3 +159,15 @@ def test_network_configs_build_actor_and_critic(network, spec, view_shape):
     expected = (5,) if spec.action_kind == "discrete" else (5, spec.num_actions)
     assert action.shape == expected
     assert critic.apply(critic_params, obs).shape == (5,)
+
+
+def test_gaussian_policy_entropy_depends_on_its_scale():
+    # distrax's MultivariateNormalDiag is a Transformed standard normal: its entropy must be its
+    # own, not the base's constant 1.419 per dimension (an entropy bonus would have no gradient).
+    import distrax
+    import jax.numpy as jnp
+
+    dist = distrax.MultivariateNormalDiag(jnp.array([0.5, -1.0]), jnp.array([0.1, 2.0]))
+    expected = np.log(2 * np.pi * np.e) + np.log(0.1) + np.log(2.0)
+    np.testing.assert_allclose(policy_entropy(dist), expected, rtol=1e-6)
+    np.testing.assert_allclose(greedy_action(dist), [0.5, -1.0])

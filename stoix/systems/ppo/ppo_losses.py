@@ -44,3 +44,38 @@ def clipped_value_loss(
 
 def standardise(x: jax.Array, eps: float = 1e-8) -> jax.Array:
     return (x - x.mean()) / (x.std() + eps)
+
+
+def dpo_policy_loss(
+    log_prob: jax.Array,
+    old_log_prob: jax.Array,
+    advantages: jax.Array,
+    alpha: float = 2.0,
+    beta: float = 0.6,
+) -> Tuple[jax.Array, jax.Array, jax.Array]:
+    """Discovered Policy Optimisation's objective (Lu et al., 2022), as a loss to minimise.
+
+    The ratio r·A minus the discovered drift, which replaces PPO's clip:
+
+        A ≥ 0: drift = relu((r − 1)·A − α·tanh((r − 1)·A / α))
+        A < 0: drift = relu(log(r)·A − β·tanh(log(r)·A / β))
+
+    The drift and its slope vanish at r = 1, so the first step from the rollout policy is the
+    plain policy gradient; it grows once r·A moves the policy far in the direction A favours.
+
+    Returns:
+        (loss, approximate KL(old || new), fraction of samples the drift penalises).
+    """
+    log_ratio = log_prob - old_log_prob
+    ratio = jnp.exp(log_ratio)
+    rise = (ratio - 1.0) * advantages
+    fall = log_ratio * advantages
+    drift = jnp.where(
+        advantages >= 0.0,
+        jax.nn.relu(rise - alpha * jnp.tanh(rise / alpha)),
+        jax.nn.relu(fall - beta * jnp.tanh(fall / beta)),
+    )
+    loss = -jnp.mean(ratio * advantages - drift)
+    approx_kl = jnp.mean((ratio - 1.0) - log_ratio)
+    drift_fraction = jnp.mean((drift > 0.0).astype(jnp.float32))
+    return loss, jax.lax.stop_gradient(approx_kl), jax.lax.stop_gradient(drift_fraction)

@@ -17,6 +17,8 @@ from stoix.utils.running_statistics import RunningStatistics
 class PPOLearnerState(NamedTuple):
     """One replica's learner state; leaves gain [D, S, B] axes in the runner."""
 
+    # V-MPO keeps its Lagrange duals here too (vmpo_types.VMPOParams / VMPOOptStates: the same
+    # actor and critic fields first, so the shared rollout and GAE read them unchanged).
     params: ActorCriticParams
     opt_states: ActorCriticOptStates
     key: PRNGKey

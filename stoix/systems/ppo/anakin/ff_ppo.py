@@ -1,11 +1,14 @@
-"""PPO (Schulman et al., 2017) on the Anakin architecture, for discrete actions.
+"""PPO (Schulman et al., 2017) on the Anakin architecture, for discrete actions, and the
+on-policy actor-critic machinery its relatives share.
 
 Read top to bottom: the rollout, the minibatch step with its losses, the update, then
-`build`, which hands these to the shared runner. `ff_ppo_continuous.py` reuses all of it.
+`build`, which hands these to the shared runner. `ff_ppo_continuous.py` reuses all of it; so do
+DPO and REINFORCE, which differ only in their `PolicyLoss` (see `make_build`), and V-MPO, which
+reuses `collect` (rollout → observation statistics → GAE) and the set-up helpers.
 """
 
 import functools
-from typing import Any, Callable, Mapping, NamedTuple, Tuple
+from typing import Any, Callable, Mapping, NamedTuple, Protocol, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -38,13 +41,15 @@ from stoix.utils.running_statistics import (
 )
 
 ApplyFn = Callable[..., Any]
+# (log π(a|s) [B], log π_old(a|s) [B], advantages [B]) -> (loss, approx KL, clip fraction): the
+# policy-gradient surrogate, the one part in which PPO, DPO and REINFORCE differ.
+PolicyLoss = Callable[[jax.Array, jax.Array, jax.Array], Tuple[jax.Array, jax.Array, jax.Array]]
 
 
 class PPOHyperparameters(NamedTuple):
     gamma: float
     gae_lambda: float
-    clip_epsilon: float
-    value_clip_epsilon: float
+    value_clip_epsilon: float | None  # None: plain squared error, no clip
     entropy_coefficient: float
     value_coefficient: float
     standardise_advantages: bool
@@ -63,6 +68,22 @@ class MinibatchData(NamedTuple):
     target: jax.Array
 
 
+class RolloutSettings(Protocol):
+    """What `rollout` and `collect` read from a system's hyperparameters."""
+
+    @property
+    def gamma(self) -> float: ...
+
+    @property
+    def gae_lambda(self) -> float: ...
+
+    @property
+    def rollout_length(self) -> int: ...
+
+    @property
+    def normalise_observations(self) -> bool: ...
+
+
 class Networks(NamedTuple):
     actor_apply: ApplyFn
     critic_apply: ApplyFn
@@ -78,7 +99,7 @@ def to_env_action(networks: Networks, action: jax.Array) -> jax.Array:
     return jnp.clip(action, networks.action_low, networks.action_high)
 
 
-def observe(hp: PPOHyperparameters, stats: RunningStatistics, obs: Observation) -> Observation:
+def observe(hp: RolloutSettings, stats: RunningStatistics, obs: Observation) -> Observation:
     """What the networks see: the observation, normalised when that is switched on."""
     if not hp.normalise_observations:
         return obs
@@ -89,7 +110,7 @@ def observe(hp: PPOHyperparameters, stats: RunningStatistics, obs: Observation) 
 
 
 def rollout(
-    networks: Networks, env: Any, hp: PPOHyperparameters, state: PPOLearnerState
+    networks: Networks, env: Any, hp: RolloutSettings, state: PPOLearnerState
 ) -> Tuple[PPOLearnerState, PPOTransition]:
     """Steps all envs of the replica `rollout_length` times with the current policy."""
     # Only what changes step to step is carried; parameters and statistics are closed over, so
@@ -130,12 +151,16 @@ def rollout(
 
 
 def actor_loss(
-    actor_params: Params, networks: Networks, hp: PPOHyperparameters, batch: MinibatchData
+    actor_params: Params,
+    networks: Networks,
+    hp: PPOHyperparameters,
+    policy_loss: PolicyLoss,
+    batch: MinibatchData,
 ) -> Tuple[jax.Array, PPOLossInfo]:
     dist = networks.actor_apply(actor_params, batch.observation)
     advantage = standardise(batch.advantage) if hp.standardise_advantages else batch.advantage
-    loss, approx_kl, clip_fraction = clipped_policy_loss(
-        dist.log_prob(batch.action), batch.log_prob, advantage, hp.clip_epsilon
+    loss, approx_kl, clip_fraction = policy_loss(
+        dist.log_prob(batch.action), batch.log_prob, advantage
     )
     entropy = policy_entropy(dist).mean()
     zero = jnp.zeros(())
@@ -147,18 +172,24 @@ def critic_loss(
     critic_params: Params, networks: Networks, hp: PPOHyperparameters, batch: MinibatchData
 ) -> jax.Array:
     values = networks.critic_apply(critic_params, batch.observation)
-    loss = clipped_value_loss(values, batch.value, batch.target, hp.value_clip_epsilon)
+    if hp.value_clip_epsilon is None:
+        loss = 0.5 * jnp.mean(jnp.square(values - batch.target))
+    else:
+        loss = clipped_value_loss(values, batch.value, batch.target, hp.value_clip_epsilon)
     return hp.value_coefficient * loss
 
 
 def minibatch_step(
     networks: Networks,
     hp: PPOHyperparameters,
+    policy_loss: PolicyLoss,
     carry: Tuple[ActorCriticParams, ActorCriticOptStates],
     batch: MinibatchData,
 ) -> Tuple[Tuple[ActorCriticParams, ActorCriticOptStates], PPOLossInfo]:
     params, opt_states = carry
-    actor_grads, info = jax.grad(actor_loss, has_aux=True)(params.actor_params, networks, hp, batch)
+    actor_grads, info = jax.grad(actor_loss, has_aux=True)(
+        params.actor_params, networks, hp, policy_loss, batch
+    )
     value_loss, critic_grads = jax.value_and_grad(critic_loss)(
         params.critic_params, networks, hp, batch
     )
@@ -181,9 +212,15 @@ def minibatch_step(
 # ONE UPDATE: rollout, GAE, epochs × minibatches
 
 
-def update_step(
-    networks: Networks, env: Any, hp: PPOHyperparameters, state: PPOLearnerState
-) -> Tuple[PPOLearnerState, TrainMetrics]:
+def collect(
+    networks: Networks, env: Any, hp: RolloutSettings, state: PPOLearnerState
+) -> Tuple[PPOLearnerState, PPOTransition, MinibatchData]:
+    """Rollout, refreshed observation statistics and GAE: what the learning steps consume.
+
+    Returns:
+        The state after the rollout (statistics refreshed for the NEXT update), the time-major
+        trajectory [T, N], and its learning data flattened to [T·N].
+    """
     state, traj = rollout(networks, env, hp, state)
     # The rollout acted on observations normalised with the statistics frozen at its start; the
     # learning below sees the same, and only the next update uses the refreshed statistics.
@@ -202,16 +239,25 @@ def update_step(
     )
     data = MinibatchData(observation, traj.action, traj.log_prob, values, advantages, targets)
     flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), data)
-    step = functools.partial(minibatch_step, networks, hp)
+    return state._replace(obs_stats=obs_stats), traj, flat
+
+
+def update_step(
+    networks: Networks,
+    env: Any,
+    hp: PPOHyperparameters,
+    policy_loss: PolicyLoss,
+    state: PPOLearnerState,
+) -> Tuple[PPOLearnerState, TrainMetrics]:
+    state, traj, flat = collect(networks, env, hp, state)
+    step = functools.partial(minibatch_step, networks, hp, policy_loss)
     (params, opt_states), key, info = run_epochs(
         step, (state.params, state.opt_states), flat, state.key, hp.epochs, hp.num_minibatches
     )
     metrics = summarise_episodes(
         traj.episode_end, traj.episode_return, traj.episode_length, jax.tree.map(jnp.mean, info)
     )
-    return state._replace(
-        params=params, opt_states=opt_states, key=key, obs_stats=obs_stats
-    ), metrics
+    return state._replace(params=params, opt_states=opt_states, key=key), metrics
 
 
 # SET-UP
@@ -224,14 +270,17 @@ def make_optimiser(
     return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adam(schedule, eps=1e-5))
 
 
-def build(ctx: BuildContext) -> SystemParts:
-    cfg, env, plan = ctx.config, ctx.env, ctx.plan
-    sys_cfg = cfg.system
-    hp = PPOHyperparameters(
+def ppo_policy_loss(sys_cfg: DictConfig) -> PolicyLoss:
+    """PPO's clipped surrogate with `system.clip_epsilon`."""
+    return functools.partial(clipped_policy_loss, clip_epsilon=float(sys_cfg.clip_epsilon))
+
+
+def read_hyperparameters(sys_cfg: DictConfig, plan: RunPlan) -> PPOHyperparameters:
+    value_clip = sys_cfg.value_clip_epsilon
+    return PPOHyperparameters(
         gamma=float(sys_cfg.gamma),
         gae_lambda=float(sys_cfg.gae_lambda),
-        clip_epsilon=float(sys_cfg.clip_epsilon),
-        value_clip_epsilon=float(sys_cfg.value_clip_epsilon),
+        value_clip_epsilon=None if value_clip is None else float(value_clip),
         entropy_coefficient=float(sys_cfg.entropy_coefficient),
         value_coefficient=float(sys_cfg.value_coefficient),
         standardise_advantages=bool(sys_cfg.standardise_advantages),
@@ -240,8 +289,17 @@ def build(ctx: BuildContext) -> SystemParts:
         rollout_length=plan.rollout_length,
         normalise_observations=bool(sys_cfg.normalise_observations),
     )
+
+
+def make_networks(ctx: BuildContext, grad_steps: int) -> Tuple[Any, Any, Networks]:
+    """The actor and critic modules from `network`, and their optimisers from `system`.
+
+    Args:
+        grad_steps: gradient steps over the whole run, the length of the learning-rate decay.
+    """
+    cfg, env = ctx.config, ctx.env
+    sys_cfg = cfg.system
     actor, critic = make_actor(cfg.network, env.spec), make_critic(cfg.network)
-    grad_steps = plan.num_updates * hp.epochs * hp.num_minibatches
     decay = bool(sys_cfg.decay_learning_rates)
     continuous = env.spec.action_kind == "continuous"
     networks = Networks(
@@ -256,56 +314,100 @@ def build(ctx: BuildContext) -> SystemParts:
         action_low=jnp.asarray(env.spec.action_minimum) if continuous else None,
         action_high=jnp.asarray(env.spec.action_maximum) if continuous else None,
     )
-    num_envs = plan.envs_per_replica
+    return actor, critic, networks
 
-    def init_shared(
-        params_key: PRNGKey, tuned: Mapping[str, jax.Array]
-    ) -> Tuple[ActorCriticParams, ActorCriticOptStates]:
-        del tuned  # PPO sweeps nothing (AnakinSystem.sweepable is empty)
-        actor_key, critic_key, example_key = jax.random.split(params_key, 3)
-        _, example = env.reset(example_key)
-        params = ActorCriticParams(
-            actor.init(actor_key, example.observation), critic.init(critic_key, example.observation)
-        )
-        opt_states = ActorCriticOptStates(
-            networks.actor_optimiser.init(params.actor_params),
-            networks.critic_optimiser.init(params.critic_params),
-        )
-        return params, opt_states
 
-    def init_state(
-        shared: Tuple[ActorCriticParams, ActorCriticOptStates], replica_key: PRNGKey
-    ) -> PPOLearnerState:
-        params, opt_states = shared
-        env_key, state_key = jax.random.split(replica_key)
-        env_state, timestep = jax.vmap(env.reset)(jax.random.split(env_key, num_envs))
-        obs_stats = init_statistics(env.spec.observation_shape)
-        return PPOLearnerState(
-            params, opt_states, state_key, env_state, timestep.observation, obs_stats
-        )
+def init_actor_critic(
+    env: Any, actor: Any, critic: Any, networks: Networks, params_key: PRNGKey
+) -> Tuple[ActorCriticParams, ActorCriticOptStates]:
+    actor_key, critic_key, example_key = jax.random.split(params_key, 3)
+    _, example = env.reset(example_key)
+    params = ActorCriticParams(
+        actor.init(actor_key, example.observation), critic.init(critic_key, example.observation)
+    )
+    opt_states = ActorCriticOptStates(
+        networks.actor_optimiser.init(params.actor_params),
+        networks.critic_optimiser.init(params.critic_params),
+    )
+    return params, opt_states
+
+
+def init_replica(
+    env: Any, num_envs: int, params: Any, opt_states: Any, replica_key: PRNGKey
+) -> PPOLearnerState:
+    """One replica's state: its own envs and key around the seed's shared params."""
+    env_key, state_key = jax.random.split(replica_key)
+    env_state, timestep = jax.vmap(env.reset)(jax.random.split(env_key, num_envs))
+    obs_stats = init_statistics(env.spec.observation_shape)
+    return PPOLearnerState(
+        params, opt_states, state_key, env_state, timestep.observation, obs_stats
+    )
+
+
+def make_eval_act(
+    actor_apply: ApplyFn, networks: Networks, hp: RolloutSettings
+) -> Callable[[bool], Callable[..., jax.Array]]:
+    """The evaluator's act function; it gets the observation statistics with the params, so it
+    normalises exactly as training does."""
 
     def eval_act(greedy: bool):
         def act(
             policy: Tuple[Params, RunningStatistics], observation: Observation, key: PRNGKey
         ) -> jax.Array:
             params, obs_stats = policy
-            dist = actor.apply(params, observe(hp, obs_stats, observation))
+            dist = actor_apply(params, observe(hp, obs_stats, observation))
             action = greedy_action(dist) if greedy else dist.sample(seed=key)
             return to_env_action(networks, action)
 
         return act
 
-    return SystemParts(
-        init_shared=init_shared,
-        init_state=init_state,
-        update_step=functools.partial(update_step, networks, env, hp),
-        # The evaluator gets the statistics too, so it normalises exactly as training does.
-        actor_params=lambda state: (state.params.actor_params, state.obs_stats),
-        eval_act=eval_act,
-    )
+    return eval_act
 
 
-def validate(cfg: DictConfig, plan: RunPlan) -> None:
+def make_build(
+    make_policy_loss: Callable[[DictConfig], PolicyLoss],
+) -> Callable[[BuildContext], SystemParts]:
+    """`build` for a member of the PPO family: PPO's machinery around the given policy loss.
+
+    Args:
+        make_policy_loss: system config -> the policy loss (e.g. `ppo_policy_loss`).
+    """
+
+    def build(ctx: BuildContext) -> SystemParts:
+        env, plan = ctx.env, ctx.plan
+        hp = read_hyperparameters(ctx.config.system, plan)
+        grad_steps = plan.num_updates * hp.epochs * hp.num_minibatches
+        actor, critic, networks = make_networks(ctx, grad_steps)
+        policy_loss = make_policy_loss(ctx.config.system)
+        num_envs = plan.envs_per_replica
+
+        def init_shared(
+            params_key: PRNGKey, tuned: Mapping[str, jax.Array]
+        ) -> Tuple[ActorCriticParams, ActorCriticOptStates]:
+            del tuned  # the family sweeps nothing (AnakinSystem.sweepable is empty)
+            return init_actor_critic(env, actor, critic, networks, params_key)
+
+        def init_state(
+            shared: Tuple[ActorCriticParams, ActorCriticOptStates], replica_key: PRNGKey
+        ) -> PPOLearnerState:
+            return init_replica(env, num_envs, *shared, replica_key)
+
+        return SystemParts(
+            init_shared=init_shared,
+            init_state=init_state,
+            update_step=functools.partial(update_step, networks, env, hp, policy_loss),
+            actor_params=lambda state: (state.params.actor_params, state.obs_stats),
+            eval_act=make_eval_act(actor.apply, networks, hp),
+        )
+
+    return build
+
+
+build = make_build(ppo_policy_loss)
+
+
+def validate_on_policy(cfg: DictConfig, plan: RunPlan) -> None:
+    """The checks every member of the family needs (minibatch split, γ, λ, rates, epochs)."""
     check_divides(
         "arch.total_num_envs / (devices × arch.update_batch_size) × system.rollout_length",
         plan.envs_per_replica * plan.rollout_length,
@@ -314,9 +416,14 @@ def validate(cfg: DictConfig, plan: RunPlan) -> None:
     )
     for key in ("gamma", "gae_lambda"):
         check_range(cfg, f"system.{key}", 0.0, 1.0)
-    for key in ("clip_epsilon", "actor_lr", "critic_lr", "max_grad_norm"):
+    for key in ("actor_lr", "critic_lr", "max_grad_norm"):
         check_range(cfg, f"system.{key}", 0.0, float("inf"))
     check_range(cfg, "system.epochs", 1, float("inf"))
+
+
+def validate(cfg: DictConfig, plan: RunPlan) -> None:
+    validate_on_policy(cfg, plan)
+    check_range(cfg, "system.clip_epsilon", 0.0, float("inf"))
 
 
 SYSTEM = AnakinSystem(name="ff_ppo", action_kinds=("discrete",), build=build, validate=validate)
