@@ -30,6 +30,7 @@ bench: setup  ## slow learning checks and the throughput table
 	$(PY) -m pytest -q -m slow $(ARGS)
 	$(PY) bench/throughput.py
 	$(PY) bench/q_learning.py
+	$(PY) bench/continuous.py
 
 lint: setup
 	$(VENV)/bin/ruff check stoix tests bench
