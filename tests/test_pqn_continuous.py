@@ -170,7 +170,10 @@ def test_bad_config_is_one_clear_error(overrides, match, tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_learns_pendulum_swing_up(tmp_path):
+    # The default run's continuous learning check is SAC's (tests/test_off_policy.py); this one
+    # moved to the slow tier to keep the default run under 20 minutes.
     # gymnax Pendulum at the system's defaults, 2e5 steps on two forced CPU devices (~60 s).
     # A random or non-learning policy scores about -1200; measured here: about -200.
     cfg = compose_config(

@@ -67,10 +67,15 @@ def _single_threaded_blas() -> Iterator[None]:
 
 
 def _orthonormal_columns(gaussian: np.ndarray) -> np.ndarray:
-    """Q of the QR decomposition, signs fixed so that R's diagonal is positive (Haar-uniform)."""
+    """Q of the QR decomposition, signs fixed so that R's diagonal is positive (Haar-uniform).
+
+    Works on a stack [..., rows, columns] of matrices, so a vmapped initialiser makes one
+    callback for the whole batch (no loop in the compiled program).
+    """
     with _single_threaded_blas():
         q, r = np.linalg.qr(gaussian)
-    return (q * np.sign(np.diag(r))).astype(gaussian.dtype)
+    signs = np.sign(np.diagonal(r, axis1=-2, axis2=-1))[..., None, :]
+    return (q * signs).astype(gaussian.dtype)
 
 
 def orthogonal(scale: float = 2.0**0.5) -> nn.initializers.Initializer:
@@ -94,7 +99,7 @@ def orthogonal(scale: float = 2.0**0.5) -> nn.initializers.Initializer:
             _orthonormal_columns,
             jax.ShapeDtypeStruct(matrix_shape, gaussian.dtype),
             gaussian,
-            vmap_method="sequential",
+            vmap_method="expand_dims",
         )
         if num_rows < num_columns:
             q = q.T
