@@ -9,7 +9,9 @@ the same executable a fresh compilation would give.
 import os
 import tempfile
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+from tests.helpers import TEST_XLA_FLAGS  # noqa: E402  (no jax import there)
+
+os.environ.setdefault("XLA_FLAGS", TEST_XLA_FLAGS)
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR",

@@ -9,6 +9,12 @@ from typing import Sequence
 
 REPO = Path(__file__).resolve().parent.parent
 
+# Two CPU devices, so every multi-device path runs. LLVM optimisation level 1 rather than XLA's
+# default 2: the default run is dominated by compiling small programs, which this halves, while
+# the compiled loops of the learning tests run as fast as at level 2 (measured on 2 cores: a
+# smoke run's compilation 24 s → 14 s; PQN's CartPole test 52 s → 46 s).
+TEST_XLA_FLAGS = "--xla_force_host_platform_device_count=2 --xla_backend_optimization_level=1"
+
 # A budget that compiles and runs in seconds: 2 evaluations, tiny batch, few eval episodes.
 TINY = (
     "arch.total_num_envs=8",
@@ -24,7 +30,7 @@ def run_script(
 ) -> subprocess.CompletedProcess:
     """Runs a system file as a user would, on two forced CPU devices."""
     env = dict(os.environ)
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    env["XLA_FLAGS"] = TEST_XLA_FLAGS
     env["JAX_PLATFORMS"] = "cpu"
     return subprocess.run(
         [sys.executable, str(REPO / script), *overrides],

@@ -11,7 +11,7 @@ import pytest
 from stoix.systems.ppo.anakin import ff_ppo
 from stoix.utils.entry import compose_config
 from stoix.utils.runner import TrainingDiverged, run_anakin_measured
-from tests.helpers import REPO, TINY, read_metrics, run_script, runs_of
+from tests.helpers import REPO, TEST_XLA_FLAGS, TINY, read_metrics, run_script, runs_of
 
 
 def test_four_seeds_are_four_runs_and_differ(tmp_path):
@@ -151,9 +151,7 @@ def test_kill_9_then_resume_is_exact_and_another_config_is_refused(system, tmp_p
         f"logger.base_exp_path={killed_base}",
         "logger.checkpointing.save_model=True",
     ]
-    env = dict(
-        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu"
-    )
+    env = dict(os.environ, XLA_FLAGS=TEST_XLA_FLAGS, JAX_PLATFORMS="cpu")
     process = subprocess.Popen(
         [sys.executable, str(REPO / script), *args],
         cwd=REPO,
