@@ -12,6 +12,7 @@ from typing import Any, Callable, NamedTuple, Tuple
 import flashbax as fbx
 import jax
 import jax.numpy as jnp
+import optax
 from omegaconf import DictConfig
 
 from stoix.base_types import (
@@ -33,6 +34,11 @@ from stoix.utils.running_statistics import (
     normalise,
     update_statistics,
 )
+
+
+def clipped_adam(learning_rate: float, max_grad_norm: float) -> optax.GradientTransformation:
+    """The replay actor-critics' optimiser: global-norm clipping, then Adam."""
+    return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adam(learning_rate))
 
 
 def make_trajectory_buffer(

@@ -38,6 +38,7 @@ from stoix.utils.policy_rollout import PolicyActor, make_eval_act, observe, poli
 from stoix.utils.replay import (
     ReplayLearnerState,
     ReplayLoop,
+    clipped_adam,
     make_trajectory_buffer,
     replay_update,
 )
@@ -178,10 +179,6 @@ def gradient_step(
 # SET-UP
 
 
-def make_optimiser(learning_rate: float, max_grad_norm: float) -> optax.GradientTransformation:
-    return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adam(learning_rate))
-
-
 def build(ctx: BuildContext) -> SystemParts:
     cfg, env, plan = ctx.config, ctx.env, ctx.plan
     sys_cfg = cfg.system
@@ -208,8 +205,8 @@ def build(ctx: BuildContext) -> SystemParts:
             action_high=jnp.asarray(env.spec.action_maximum, jnp.float32) if continuous else None,
         ),
         critic_apply=critic_net.apply,
-        actor_optimiser=make_optimiser(float(sys_cfg.actor_lr), clip),
-        critic_optimiser=make_optimiser(float(sys_cfg.critic_lr), clip),
+        actor_optimiser=clipped_adam(float(sys_cfg.actor_lr), clip),
+        critic_optimiser=clipped_adam(float(sys_cfg.critic_lr), clip),
         buffer=make_trajectory_buffer(
             plan,
             int(sys_cfg.buffer_size),

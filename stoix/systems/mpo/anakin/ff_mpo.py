@@ -50,6 +50,7 @@ from stoix.utils.policy_rollout import (
 from stoix.utils.replay import (
     ReplayLearnerState,
     ReplayLoop,
+    clipped_adam,
     make_trajectory_buffer,
     n_step_batch,
     replay_update,
@@ -240,10 +241,6 @@ def hyperparameters(cfg: DictConfig, plan: RunPlan, discrete: bool) -> MPOHyperp
     )
 
 
-def make_optimiser(learning_rate: float, max_grad_norm: float) -> optax.GradientTransformation:
-    return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adam(learning_rate))
-
-
 def build(ctx: BuildContext) -> SystemParts:
     cfg, env, plan = ctx.config, ctx.env, ctx.plan
     sys_cfg = cfg.system
@@ -262,9 +259,9 @@ def build(ctx: BuildContext) -> SystemParts:
             action_high=None if discrete else jnp.asarray(env.spec.action_maximum, jnp.float32),
         ),
         critic_apply=critic_net.apply,
-        actor_optimiser=make_optimiser(float(sys_cfg.actor_lr), clip),
-        critic_optimiser=make_optimiser(float(sys_cfg.critic_lr), clip),
-        dual_optimiser=make_optimiser(float(sys_cfg.dual_lr), clip),
+        actor_optimiser=clipped_adam(float(sys_cfg.actor_lr), clip),
+        critic_optimiser=clipped_adam(float(sys_cfg.critic_lr), clip),
+        dual_optimiser=clipped_adam(float(sys_cfg.dual_lr), clip),
         buffer=make_trajectory_buffer(plan, int(sys_cfg.buffer_size), hp.batch_size, hp.n_step),
     )
     num_envs = plan.envs_per_replica

@@ -37,6 +37,7 @@ from stoix.utils.entry import hydra_main
 from stoix.utils.replay import (
     ReplayLearnerState,
     ReplayLoop,
+    clipped_adam,
     make_trajectory_buffer,
     n_step_batch,
     observe_batch,
@@ -220,10 +221,6 @@ def gradient_step(
 # SET-UP
 
 
-def make_optimiser(learning_rate: float, max_grad_norm: float) -> optax.GradientTransformation:
-    return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adam(learning_rate))
-
-
 def build(ctx: BuildContext) -> SystemParts:
     cfg, env, plan = ctx.config, ctx.env, ctx.plan
     sys_cfg, spec = cfg.system, env.spec
@@ -256,8 +253,8 @@ def build(ctx: BuildContext) -> SystemParts:
     networks = Networks(
         actor_apply=actor.apply,
         critic_apply=critic.apply,
-        actor_optimiser=make_optimiser(float(sys_cfg.actor_lr), clip),
-        critic_optimiser=make_optimiser(float(sys_cfg.critic_lr), clip),
+        actor_optimiser=clipped_adam(float(sys_cfg.actor_lr), clip),
+        critic_optimiser=clipped_adam(float(sys_cfg.critic_lr), clip),
         alpha_optimiser=optax.adam(float(sys_cfg.alpha_lr)),
         buffer=make_trajectory_buffer(
             plan,
