@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -26,10 +26,21 @@ TINY = (
 
 
 def run_script(
-    script: str, overrides: Sequence[str], timeout: float = 600
+    script: str,
+    overrides: Sequence[str],
+    timeout: float = 600,
+    importable_tests: bool = False,
+    extra_env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
-    """Runs a system file as a user would, on two forced CPU devices."""
-    env = dict(os.environ)
+    """Runs a system file as a user would, on two forced CPU devices.
+
+    importable_tests: put the repository root on the path, so configs can name test modules
+        (e.g. a gymnasium env id `tests.some_module:Env-v0`).
+    extra_env: environment variables for the script.
+    """
+    env = {**os.environ, **(extra_env or {})}
+    if importable_tests:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env["XLA_FLAGS"] = TEST_XLA_FLAGS
     env["JAX_PLATFORMS"] = "cpu"
     return subprocess.run(

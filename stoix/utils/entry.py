@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from stoix.utils.config import ConfigError
 from stoix.utils.runner import TrainingDiverged
+from stoix.utils.sebulba import ThreadFailure
 
 CONFIG_ROOT = Path(__file__).resolve().parent.parent / "configs"
 # Entry configs live in configs/default/<arch>/; they find the groups through hydra.searchpath.
@@ -50,6 +51,11 @@ def hydra_main(
                 sys.exit(2)
             except TrainingDiverged as err:
                 print(f"stoix: training diverged: {err}", file=sys.stderr)
+                sys.exit(1)
+            except ThreadFailure as err:
+                # The failing thread's own traceback is in the message; the main thread's
+                # (a queue wait) would only hide it.
+                print(f"stoix: {err}", file=sys.stderr)
                 sys.exit(1)
 
         return main

@@ -14,11 +14,12 @@ once per evaluation period; everything within a period is one compiled program.
 
 import sys
 import time
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Mapping, NamedTuple, Sequence, Tuple
+from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -49,6 +50,16 @@ _replica_axes: ContextVar[Tuple[str, ...]] = ContextVar(
 def pmean_replicas(tree: Any) -> Any:
     """Averages gradients (or statistics) over the update batch and the devices of one seed."""
     return jax.lax.pmean(tree, axis_name=_replica_axes.get())
+
+
+@contextmanager
+def replicas_over(axes: Tuple[str, ...]) -> Iterator[None]:
+    """Binds the axes `pmean_replicas` averages over while a learner function is traced."""
+    token = _replica_axes.set(axes)
+    try:
+        yield
+    finally:
+        _replica_axes.reset(token)
 
 
 def map_leading_axis(fn: Callable[[Any], Any], size: int, axis_name: str) -> Callable[[Any], Any]:
@@ -114,7 +125,7 @@ class TrainingDiverged(RuntimeError):
     """Training produced NaN or inf; the run stops before the bad state is checkpointed."""
 
 
-def _check_finite(train: Sequence[dict[str, float]], runs: Sequence[str], step: int) -> None:
+def check_finite(train: Sequence[dict[str, float]], runs: Sequence[str], step: int) -> None:
     # Episode statistics are NaN when no episode ended in a period; only losses must be finite.
     for run, summary in zip(runs, train, strict=True):
         bad = [
@@ -192,7 +203,7 @@ def _eval_to_host(out: EvalOutput, num_episodes: int) -> list[dict[str, np.ndarr
     return results
 
 
-def _run_directory(cfg: DictConfig, system: AnakinSystem, plain: dict) -> Tuple[Path, bool]:
+def run_directory(cfg: DictConfig, system: Any, plain: dict) -> Tuple[Path, bool]:
     """Where this run writes, and whether it resumes; decided before anything is written."""
     from stoix.utils.checkpointing import find_resumable_run
 
@@ -249,7 +260,7 @@ def run_anakin_measured(cfg: DictConfig, system: AnakinSystem) -> RunResult:
             f"(it can sweep: {can})"
         )
     plain = to_plain(cfg)
-    run_dir, resume = _run_directory(cfg, system, plain)
+    run_dir, resume = run_directory(cfg, system, plain)
     seeds = plan.run_seeds(int(cfg.arch.seed))
     swept = plan.run_sweep_values()
     short_key = (plan.sweep_key or "").removeprefix("system.")
@@ -394,11 +405,8 @@ def run_anakin_measured(cfg: DictConfig, system: AnakinSystem) -> RunResult:
 
     # COMPILE once, ahead of time, so the periods below never compile again.
     compile_start = time.perf_counter()
-    axes_token = _replica_axes.set(replica_axes)
-    try:
+    with replicas_over(replica_axes):
         learn_compiled = learn.lower(state).compile()
-    finally:
-        _replica_axes.reset(axes_token)
     # One key per evaluation (and one for the absolute metric), made now so periods compile nothing.
     eval_keys = np.asarray(
         jax.random.split(
@@ -450,7 +458,7 @@ def run_anakin_measured(cfg: DictConfig, system: AnakinSystem) -> RunResult:
             env_steps += plan.num_runs * plan.steps_per_evaluation
             train = _summarise_train(metrics, plan.num_runs)
             steps_done = (period + 1) * plan.steps_per_evaluation
-            _check_finite(train, identity.run_names, steps_done)
+            check_finite(train, identity.run_names, steps_done)
 
             # EVALUATE the current params; remember each seed's best for the absolute metric.
             start = time.perf_counter()

@@ -32,6 +32,7 @@ def clipped_value_loss(
     old_values: jax.Array,
     targets: jax.Array,
     clip_epsilon: float,
+    mask: jax.Array | None = None,
 ) -> jax.Array:
     """Half the larger of the squared errors of the new value and of its clipped version.
 
@@ -39,11 +40,35 @@ def clipped_value_loss(
     is the critic-side counterpart of the policy ratio clip.
     """
     clipped = old_values + jnp.clip(values - old_values, -clip_epsilon, clip_epsilon)
-    return 0.5 * jnp.mean(jnp.maximum(jnp.square(values - targets), jnp.square(clipped - targets)))
+    errors = jnp.maximum(jnp.square(values - targets), jnp.square(clipped - targets))
+    return 0.5 * masked_mean(errors, mask)
 
 
 def standardise(x: jax.Array, eps: float = 1e-8) -> jax.Array:
     return (x - x.mean()) / (x.std() + eps)
+
+
+def masked_mean(x: jax.Array, mask: jax.Array | None) -> jax.Array:
+    if mask is None:
+        return jnp.mean(x)
+    return jnp.sum(jnp.where(mask, x, 0.0)) / jnp.maximum(jnp.sum(mask), 1)
+
+
+def masked_advantage(advantage: jax.Array, mask: jax.Array | None, standardised: bool) -> jax.Array:
+    """The advantages the policy loss sees, masked rows weighted out.
+
+    Masked rows get weight 0 and the others batch / kept rows, so the loss's plain mean over the
+    batch equals the mean over the kept rows for every loss linear in the advantage (PPO's
+    clipped surrogate, REINFORCE).
+    """
+    if mask is None:
+        return standardise(advantage) if standardised else advantage
+    kept = jnp.maximum(jnp.sum(mask), 1)
+    if standardised:
+        mean = jnp.sum(jnp.where(mask, advantage, 0.0)) / kept
+        std = jnp.sqrt(jnp.sum(jnp.where(mask, jnp.square(advantage - mean), 0.0)) / kept)
+        advantage = (advantage - mean) / (std + 1e-8)
+    return jnp.where(mask, advantage, 0.0) * (advantage.shape[0] / kept)
 
 
 def dpo_policy_loss(

@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from stoix.base_types import (
     ActorCriticOptStates,
     ActorCriticParams,
+    EnvSpec,
     Observation,
     Params,
     PRNGKey,
@@ -26,7 +27,12 @@ from stoix.base_types import (
 )
 from stoix.networks.base import make_actor, make_critic
 from stoix.networks.distributions import greedy_action, policy_entropy
-from stoix.systems.ppo.ppo_losses import clipped_policy_loss, clipped_value_loss, standardise
+from stoix.systems.ppo.ppo_losses import (
+    clipped_policy_loss,
+    clipped_value_loss,
+    masked_advantage,
+    masked_mean,
+)
 from stoix.systems.ppo.ppo_types import PPOLearnerState, PPOLossInfo, PPOTransition
 from stoix.utils.config import RunPlan, check_divides, check_range
 from stoix.utils.entry import hydra_main
@@ -66,6 +72,8 @@ class MinibatchData(NamedTuple):
     value: jax.Array
     advantage: jax.Array
     target: jax.Array
+    # Rows that count in the losses; None: all of them. Sebulba masks the env-reset steps.
+    mask: jax.Array | None = None
 
 
 class RolloutSettings(Protocol):
@@ -158,11 +166,11 @@ def actor_loss(
     batch: MinibatchData,
 ) -> Tuple[jax.Array, PPOLossInfo]:
     dist = networks.actor_apply(actor_params, batch.observation)
-    advantage = standardise(batch.advantage) if hp.standardise_advantages else batch.advantage
+    advantage = masked_advantage(batch.advantage, batch.mask, hp.standardise_advantages)
     loss, approx_kl, clip_fraction = policy_loss(
         dist.log_prob(batch.action), batch.log_prob, advantage
     )
-    entropy = policy_entropy(dist).mean()
+    entropy = masked_mean(policy_entropy(dist), batch.mask)
     zero = jnp.zeros(())
     info = PPOLossInfo(loss, zero, entropy, approx_kl, clip_fraction)
     return loss - hp.entropy_coefficient * entropy, info
@@ -173,9 +181,11 @@ def critic_loss(
 ) -> jax.Array:
     values = networks.critic_apply(critic_params, batch.observation)
     if hp.value_clip_epsilon is None:
-        loss = 0.5 * jnp.mean(jnp.square(values - batch.target))
+        loss = 0.5 * masked_mean(jnp.square(values - batch.target), batch.mask)
     else:
-        loss = clipped_value_loss(values, batch.value, batch.target, hp.value_clip_epsilon)
+        loss = clipped_value_loss(
+            values, batch.value, batch.target, hp.value_clip_epsilon, batch.mask
+        )
     return hp.value_coefficient * loss
 
 
@@ -291,17 +301,16 @@ def read_hyperparameters(sys_cfg: DictConfig, plan: RunPlan) -> PPOHyperparamete
     )
 
 
-def make_networks(ctx: BuildContext, grad_steps: int) -> Tuple[Any, Any, Networks]:
+def make_networks(cfg: DictConfig, spec: EnvSpec, grad_steps: int) -> Tuple[Any, Any, Networks]:
     """The actor and critic modules from `network`, and their optimisers from `system`.
 
     Args:
         grad_steps: gradient steps over the whole run, the length of the learning-rate decay.
     """
-    cfg, env = ctx.config, ctx.env
     sys_cfg = cfg.system
-    actor, critic = make_actor(cfg.network, env.spec), make_critic(cfg.network)
+    actor, critic = make_actor(cfg.network, spec), make_critic(cfg.network)
     decay = bool(sys_cfg.decay_learning_rates)
-    continuous = env.spec.action_kind == "continuous"
+    continuous = spec.action_kind == "continuous"
     networks = Networks(
         actor_apply=actor.apply,
         critic_apply=critic.apply,
@@ -311,8 +320,8 @@ def make_networks(ctx: BuildContext, grad_steps: int) -> Tuple[Any, Any, Network
         critic_optimiser=make_optimiser(
             float(sys_cfg.critic_lr), float(sys_cfg.max_grad_norm), decay, grad_steps
         ),
-        action_low=jnp.asarray(env.spec.action_minimum) if continuous else None,
-        action_high=jnp.asarray(env.spec.action_maximum) if continuous else None,
+        action_low=jnp.asarray(spec.action_minimum) if continuous else None,
+        action_high=jnp.asarray(spec.action_maximum) if continuous else None,
     )
     return actor, critic, networks
 
@@ -322,8 +331,22 @@ def init_actor_critic(
 ) -> Tuple[ActorCriticParams, ActorCriticOptStates]:
     actor_key, critic_key, example_key = jax.random.split(params_key, 3)
     _, example = env.reset(example_key)
+    return init_from_observation(
+        example.observation, actor, critic, networks, actor_key, critic_key
+    )
+
+
+def init_from_observation(
+    observation: Observation,
+    actor: Any,
+    critic: Any,
+    networks: Networks,
+    actor_key: PRNGKey,
+    critic_key: PRNGKey,
+) -> Tuple[ActorCriticParams, ActorCriticOptStates]:
+    """Parameters and optimiser states, shaped by one example observation."""
     params = ActorCriticParams(
-        actor.init(actor_key, example.observation), critic.init(critic_key, example.observation)
+        actor.init(actor_key, observation), critic.init(critic_key, observation)
     )
     opt_states = ActorCriticOptStates(
         networks.actor_optimiser.init(params.actor_params),
@@ -377,7 +400,7 @@ def make_build(
         env, plan = ctx.env, ctx.plan
         hp = read_hyperparameters(ctx.config.system, plan)
         grad_steps = plan.num_updates * hp.epochs * hp.num_minibatches
-        actor, critic, networks = make_networks(ctx, grad_steps)
+        actor, critic, networks = make_networks(ctx.config, env.spec, grad_steps)
         policy_loss = make_policy_loss(ctx.config.system)
         num_envs = plan.envs_per_replica
 
@@ -406,11 +429,22 @@ def make_build(
 build = make_build(ppo_policy_loss)
 
 
-def validate_on_policy(cfg: DictConfig, plan: RunPlan) -> None:
-    """The checks every member of the family needs (minibatch split, γ, λ, rates, epochs)."""
+def validate_on_policy(
+    cfg: DictConfig,
+    plan: RunPlan,
+    batch_label: str = "arch.total_num_envs / (devices × arch.update_batch_size)",
+    envs_per_learner: int | None = None,
+) -> None:
+    """The checks every member of the family needs (minibatch split, γ, λ, rates, epochs).
+
+    Args:
+        batch_label, envs_per_learner: how many envs one learner replica learns from, and how
+            the config makes that number (Anakin's default: envs per replica).
+    """
+    envs = plan.envs_per_replica if envs_per_learner is None else envs_per_learner
     check_divides(
-        "arch.total_num_envs / (devices × arch.update_batch_size) × system.rollout_length",
-        plan.envs_per_replica * plan.rollout_length,
+        f"{batch_label} × system.rollout_length",
+        envs * plan.rollout_length,
         "system.num_minibatches",
         int(cfg.system.num_minibatches),
     )

@@ -169,7 +169,7 @@ def build(ctx: BuildContext) -> SystemParts:
         epsilon_alpha=epsilon_alpha,
     )
     grad_steps = plan.num_updates * hp.epochs * hp.num_minibatches
-    actor, critic, networks = ff_ppo.make_networks(ctx, grad_steps)
+    actor, critic, networks = ff_ppo.make_networks(ctx.config, ctx.env.spec, grad_steps)
     dual_optimiser = optax.adam(float(sys_cfg.dual_lr))
     init_duals = DualParams(
         log_temperature=jnp.log(jnp.float32(sys_cfg.init_temperature)),
