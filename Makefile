@@ -36,6 +36,7 @@ bench: setup  ## slow learning checks and the throughput table
 	$(PY) bench/throughput.py
 	$(PY) bench/q_learning.py
 	$(PY) bench/continuous.py
+	$(PY) bench/sebulba.py
 
 lint: setup
 	$(VENV)/bin/ruff check stoix tests bench

@@ -455,6 +455,8 @@ class SebulbaResult:
     compile_seconds: float
     compilations_after_startup: int
     run_dir: Path
+    # Seconds per pipeline stage over the whole run, per thread (see `_summarise`).
+    stage_seconds: Dict[str, float]
 
     @property
     def steps_per_second(self) -> float:
@@ -650,6 +652,7 @@ def _run(
     final_return = absolute_return = float("nan")
     learn_seconds = 0.0
     env_steps = 0
+    stage_totals: Dict[str, float] = {}
     try:
         for period in range(start_period, plan.num_evaluation):
             # LEARN: one rollout from every actor per update.
@@ -678,7 +681,10 @@ def _run(
             learn_seconds += period_seconds
             env_steps += plan.steps_per_evaluation
             steps_done = (period + 1) * plan.steps_per_evaluation
-            train = _summarise(jax.device_get(infos), episodes, lags, clock.take(), layout)
+            stages = clock.take()
+            for stage, seconds in stages.items():
+                stage_totals[stage] = stage_totals.get(stage, 0.0) + seconds
+            train = _summarise(jax.device_get(infos), episodes, lags, stages, layout)
             check_finite([train], identity.run_names, steps_done)
 
             # EVALUATE on the evaluator's own env pool; keep the best parameters.
@@ -741,6 +747,10 @@ def _run(
         compile_seconds=compile_seconds,
         compilations_after_startup=compile_counter.count - startup_compilations,
         run_dir=run_dir,
+        stage_seconds={
+            stage: seconds / (layout.num_actors if stage.startswith("actor_") else 1)
+            for stage, seconds in stage_totals.items()
+        },
     )
 
 
