@@ -257,6 +257,16 @@ def test_envpool_continuous_spec() -> None:
     env.close()
 
 
+def test_gymnasium_runs_ale_ids_through_ale_py() -> None:
+    env = GymnasiumHostEnv("ALE/Pong-v5", num_envs=2, seed=0)
+    assert env.spec.num_actions == 6 and env.spec.observation_shape == (210, 160, 3)
+    first = env.reset()
+    assert first.observation.dtype == np.uint8
+    for step in _run(env, [np.array([0, 1])] * 3):
+        _check_layout(step, env)
+    env.close()
+
+
 def test_envpool_pong_from_the_anakin_config() -> None:
     # pong.yaml's `seed: ${arch.seed}` cannot resolve on its own: the factory drops it.
     env = make_host_env(OmegaConf.load(ENV_CONFIGS / "envpool" / "pong.yaml"), 2, seed=1)

@@ -1,6 +1,10 @@
 """Sebulba: thread lifetimes, config checks, PPO smoke and failure behaviour."""
 
+import os
 import queue
+import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -13,7 +17,7 @@ from stoix.systems.ppo.ppo_losses import clipped_policy_loss, masked_advantage, 
 from stoix.utils.config import ConfigError
 from stoix.utils.entry import compose_config
 from stoix.utils.sebulba import Lifetime, ThreadFailure, make_sebulba_plan, resolve_layout
-from tests.helpers import read_metrics, run_script, runs_of
+from tests.helpers import REPO, TEST_XLA_FLAGS, read_metrics, run_script, runs_of
 
 SCRIPT = "stoix/systems/ppo/sebulba/ff_ppo.py"
 SMALL = (
@@ -145,7 +149,8 @@ def test_pong_runs_with_actor_and_learner_on_separate_devices(tmp_path):
     assert list(tmp_path.rglob("events.out.tfevents*"))
 
 
-def test_a_crashed_run_resumes_from_its_last_checkpoint(tmp_path):
+def test_an_actor_that_raises_stops_the_run_within_seconds_and_the_run_resumes(tmp_path):
+    marker = tmp_path / "crashed_at"
     overrides = [
         *SMALL,
         f"logger.base_exp_path={tmp_path}",
@@ -157,13 +162,24 @@ def test_a_crashed_run_resumes_from_its_last_checkpoint(tmp_path):
     ]
     # Each actor env crashes at its 40th step: in the 5th rollout, after the first checkpoint.
     crashed = run_script(
-        SCRIPT, overrides, importable_tests=True, extra_env={"STOIX_TEST_FAIL_AT": "40"}
+        SCRIPT,
+        [*overrides, f"++env.kwargs.crash_marker={marker}"],
+        importable_tests=True,
+        extra_env={"STOIX_TEST_FAIL_AT": "40"},
     )
-    assert crashed.returncode == 1 and "simulated simulator crash" in crashed.stderr
+    ended = time.time()
+    assert crashed.returncode == 1, crashed.stderr[-3000:]
+    assert "simulated simulator crash" in crashed.stderr and "actor-" in crashed.stderr
+    # From the crash inside the actor thread to the end of the process.
+    assert ended - float(marker.read_text()) < 10
     saved = sorted(p.name for p in tmp_path.rglob("checkpoints/*") if p.name.isdigit())
     assert saved and len(saved) < 3, saved
+
+    # The same config (the marker only records the crash) resumes after the last checkpoint.
     resumed = run_script(
-        SCRIPT, [*overrides, "logger.checkpointing.load_model=True"], importable_tests=True
+        SCRIPT,
+        [*overrides, f"++env.kwargs.crash_marker={marker}", "logger.checkpointing.load_model=True"],
+        importable_tests=True,
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"after evaluation {int(saved[-1]) + 1}/3" in resumed.stdout
@@ -171,34 +187,43 @@ def test_a_crashed_run_resumes_from_its_last_checkpoint(tmp_path):
     assert sorted(k for k in run if k.startswith("step_")) == ["step_0", "step_1", "step_2"]
 
 
-def test_an_actor_that_raises_stops_the_run_within_seconds(tmp_path):
-    marker = tmp_path / "crashed_at"
-    result = run_script(
-        SCRIPT,
+def test_ctrl_c_stops_the_run_within_seconds(tmp_path):
+    env = {**os.environ, "XLA_FLAGS": TEST_XLA_FLAGS, "JAX_PLATFORMS": "cpu"}
+    process = subprocess.Popen(
         [
+            sys.executable,
+            SCRIPT,
             *SMALL,
             f"logger.base_exp_path={tmp_path}",
-            "env=gymnasium/cartpole",
-            "env.scenario=tests.sebulba_fixtures:FailingCartPole-v0",
-            "++env.kwargs.fail_at=40",
-            f"++env.kwargs.crash_marker={marker}",
-            "arch.total_timesteps=1e6",
+            "arch.total_timesteps=1e7",
         ],
-        timeout=120,
-        importable_tests=True,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    ended = time.time()
-    assert result.returncode == 1, result.stderr[-3000:]
-    assert "simulated simulator crash" in result.stderr
-    assert "actor-" in result.stderr
-    # From the crash inside the actor thread to the end of the process.
-    assert ended - float(marker.read_text()) < 10
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:  # the actors start right after this line
+            if line.startswith("Writing to"):
+                break
+        time.sleep(1.0)
+        interrupted = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+        assert time.monotonic() - interrupted < 10
+        assert process.returncode == 130
+        assert "stoix: interrupted" in process.stderr.read()
+    finally:
+        process.kill()
 
 
 # Each run compiles its programs afresh (≈6 s on 2 cores), so the default run does 3.
 @pytest.mark.parametrize("num_runs", [3, pytest.param(20, marks=pytest.mark.slow)])
 def test_back_to_back_runs_finish_and_leave_no_thread_behind(tmp_path, num_runs):
-    from stoix.systems.ppo.sebulba.ff_ppo import run_experiment
+    from stoix.systems.ppo.sebulba.ff_ppo import SYSTEM
+    from stoix.utils.sebulba import run_sebulba_measured
 
     threads_before = threading.active_count()
     for i in range(num_runs):
@@ -210,8 +235,10 @@ def test_back_to_back_runs_finish_and_leave_no_thread_behind(tmp_path, num_runs)
             "logger.use_tb=False",
         )
         start = time.monotonic()
-        value = run_experiment(cfg)
-        assert np.isfinite(value)
+        result = run_sebulba_measured(cfg, SYSTEM)
+        assert np.isfinite(result.final_return)
+        # Everything compiles before the threads start: none while they run.
+        assert result.compilations_after_startup == 0
         assert time.monotonic() - start < 60
     assert threading.active_count() == threads_before
 

@@ -52,6 +52,10 @@ def hydra_main(
             except TrainingDiverged as err:
                 print(f"stoix: training diverged: {err}", file=sys.stderr)
                 sys.exit(1)
+            except KeyboardInterrupt:
+                # The runners' `finally` blocks have stopped threads and closed env pools.
+                print("stoix: interrupted", file=sys.stderr)
+                sys.exit(130)
             except ThreadFailure as err:
                 # The failing thread's own traceback is in the message; the main thread's
                 # (a queue wait) would only hide it.

@@ -4,8 +4,17 @@ online systems (PPO, PQN and its variants), written once."""
 from typing import Any, Callable, Tuple
 
 import jax
+import jax.numpy as jnp
 
 from stoix.base_types import PRNGKey
+
+
+def masked_mean(x: jax.Array, mask: jax.Array | None) -> jax.Array:
+    """Mean over the rows `mask` keeps (all rows when it is None), e.g. without the env-reset
+    steps of host-env rollouts."""
+    if mask is None:
+        return jnp.mean(x)
+    return jnp.sum(jnp.where(mask, x, 0.0)) / jnp.maximum(jnp.sum(mask), 1)
 
 
 def run_epochs(

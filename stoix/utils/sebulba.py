@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, NamedTuple, Sequence, Tuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -579,6 +580,13 @@ def _run(
             f"so that every evaluation period holds {plan.updates_per_evaluation} whole updates."
         )
 
+    # Keys are made before counting compilations: their tiny programs are not the run's.
+    actor_keys = np.asarray(
+        jax.random.split(jax.random.fold_in(actors_key, start_period), layout.num_actors)
+    )
+    eval_key = jax.device_put(jax.random.PRNGKey(seed + 1_000_003), layout.evaluator_device)
+    example_key = np.asarray(jax.random.PRNGKey(0))
+
     # COMPILE every program ahead of the threads, so no thread compiles (or times out doing so).
     compile_counter = CompileCounter()
     compile_start = time.perf_counter()
@@ -592,7 +600,7 @@ def _run(
         .lower(
             jax.device_put(parts.actor_params(state), device),
             jax.device_put(_tile(example, plan.envs_per_replica), device),
-            jax.device_put(jax.random.PRNGKey(0), device),
+            jax.device_put(example_key, device),
         )
         .compile()
         for device in layout.actor_devices
@@ -601,7 +609,7 @@ def _run(
     eval_compiled: EvalStepFn = eval_step.lower(
         best_params,
         jax.device_put(_tile(example, plan.num_eval_episodes), layout.evaluator_device),
-        jax.device_put(jax.random.PRNGKey(0), layout.evaluator_device),
+        jax.device_put(example_key, layout.evaluator_device),
     ).compile()
     compile_seconds = time.perf_counter() - compile_start
     startup_compilations = compile_counter.count
@@ -628,7 +636,6 @@ def _run(
     version = start_period * plan.updates_per_evaluation
     source.publish(parts.actor_params(state), version)
     channels: List[queue.Queue[ActorOutput]] = []
-    actor_keys = jax.random.split(jax.random.fold_in(actors_key, start_period), layout.num_actors)
     for actor, env in enumerate(actor_envs):
         channel: queue.Queue[ActorOutput] = queue.Queue(int(cfg.arch.pipeline_capacity))
         channels.append(channel)
@@ -648,7 +655,6 @@ def _run(
         lifetime.spawn(f"actor-{actor}", lambda args=loop_args: _actor_loop(*args))
 
     eval_max_steps = int(cfg.arch.get("eval_max_steps") or eval_env.spec.max_episode_steps + 1)
-    eval_key = jax.device_put(jax.random.PRNGKey(seed + 1_000_003), layout.evaluator_device)
     final_return = absolute_return = float("nan")
     learn_seconds = 0.0
     env_steps = 0
@@ -765,11 +771,11 @@ def _example_rollout(
     n, t = plan.envs_per_replica, plan.rollout_length
     observation = _tile(example, n)
     params_shapes = jax.eval_shape(
-        lambda: parts.actor_params(parts.init_learner(jax.random.PRNGKey(0)))
+        lambda key: parts.actor_params(parts.init_learner(key)),
+        jax.ShapeDtypeStruct((2,), jnp.uint32),
     )
-    _, extras_shape, _ = jax.eval_shape(
-        parts.act, params_shapes, observation, jax.random.PRNGKey(0)
-    )
+    key_shape = jax.ShapeDtypeStruct((2,), jnp.uint32)
+    _, extras_shape, _ = jax.eval_shape(parts.act, params_shapes, observation, key_shape)
     del layout
     zeros = lambda s: np.zeros((t,) + s.shape, s.dtype)  # noqa: E731
     rollout = Rollout(

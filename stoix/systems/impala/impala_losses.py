@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import rlax
 
-from stoix.systems.ppo.ppo_losses import masked_mean
+from stoix.utils.minibatches import masked_mean
 
 
 class VTraceInputs(NamedTuple):

@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 import rlax
 
+from stoix.utils.minibatches import masked_mean
+
 
 def clipped_policy_loss(
     log_prob: jax.Array,
@@ -46,12 +48,6 @@ def clipped_value_loss(
 
 def standardise(x: jax.Array, eps: float = 1e-8) -> jax.Array:
     return (x - x.mean()) / (x.std() + eps)
-
-
-def masked_mean(x: jax.Array, mask: jax.Array | None) -> jax.Array:
-    if mask is None:
-        return jnp.mean(x)
-    return jnp.sum(jnp.where(mask, x, 0.0)) / jnp.maximum(jnp.sum(mask), 1)
 
 
 def masked_advantage(advantage: jax.Array, mask: jax.Array | None, standardised: bool) -> jax.Array:

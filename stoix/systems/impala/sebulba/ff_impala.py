@@ -26,11 +26,10 @@ from stoix.systems.ppo.anakin.ff_ppo import (
     make_eval_act,
     make_networks,
 )
-from stoix.systems.ppo.ppo_losses import masked_mean
 from stoix.systems.ppo.sebulba.ff_ppo import act
 from stoix.utils.config import ConfigError, RunPlan, check_divides, check_range
 from stoix.utils.entry import hydra_main
-from stoix.utils.minibatches import run_epochs
+from stoix.utils.minibatches import masked_mean, run_epochs
 from stoix.utils.runner import pmean_replicas
 from stoix.utils.running_statistics import init_statistics
 from stoix.utils.sebulba import (

@@ -31,12 +31,11 @@ from stoix.systems.ppo.ppo_losses import (
     clipped_policy_loss,
     clipped_value_loss,
     masked_advantage,
-    masked_mean,
 )
 from stoix.systems.ppo.ppo_types import PPOLearnerState, PPOLossInfo, PPOTransition
 from stoix.utils.config import RunPlan, check_divides, check_range
 from stoix.utils.entry import hydra_main
-from stoix.utils.minibatches import run_epochs
+from stoix.utils.minibatches import masked_mean, run_epochs
 from stoix.utils.multistep import generalized_advantage_estimation
 from stoix.utils.runner import AnakinSystem, BuildContext, SystemParts, pmean_replicas, run_anakin
 from stoix.utils.running_statistics import (

@@ -25,7 +25,7 @@ from stoix.networks.base import make_q_network
 from stoix.systems.q_learning.anakin.ff_dqn import epsilon_greedy
 from stoix.utils.config import RunPlan, check_divides, check_range
 from stoix.utils.entry import hydra_main
-from stoix.utils.minibatches import run_epochs
+from stoix.utils.minibatches import masked_mean, run_epochs
 from stoix.utils.multistep import q_lambda_targets
 from stoix.utils.runner import AnakinSystem, BuildContext, SystemParts, pmean_replicas, run_anakin
 
@@ -129,12 +129,15 @@ class Minibatch(NamedTuple):
     observation: Observation
     action: jax.Array
     target: jax.Array
+    # Rows that count in the loss; None: all of them. Sebulba masks its env-reset steps.
+    mask: jax.Array | None = None
 
 
 def q_loss(
     params: Params, batch_stats: Any, networks: Networks, batch: Minibatch
 ) -> Tuple[jax.Array, Tuple[jax.Array, Any]]:
-    """Squared error to the Q(λ) targets; with BatchNorm, also the batch's new statistics."""
+    """Squared error to the Q(λ) targets (a mean over the rows of `batch.mask`); with
+    BatchNorm, also the batch's new statistics."""
     if batch_stats is None:
         out, new_stats = networks.apply({"params": params}, batch.observation), None
     else:
@@ -146,7 +149,8 @@ def q_loss(
         )
         new_stats = updates["batch_stats"]
     q_sa = jnp.take_along_axis(out.q_values, batch.action[:, None], axis=-1)[:, 0]
-    return 0.5 * jnp.mean(jnp.square(q_sa - batch.target)), (jnp.mean(q_sa), new_stats)
+    loss = 0.5 * masked_mean(jnp.square(q_sa - batch.target), batch.mask)
+    return loss, (masked_mean(q_sa, batch.mask), new_stats)
 
 
 def minibatch_step(
@@ -170,20 +174,46 @@ def minibatch_step(
 # ONE UPDATE: rollout, Q(λ) targets, epochs × minibatches
 
 
+def pqn_targets(
+    networks: Networks,
+    hp: PQNHyperparameters,
+    params: Params,
+    reward: jax.Array,
+    discount: jax.Array,
+    episode_end: jax.Array,
+    next_observation: Observation,
+    q_lambda: jax.Array | float,
+) -> jax.Array:
+    """Q(λ) targets over a [T, N] rollout, once per rollout, from each step's true next
+    observation and the current parameters (no target network).
+
+    Args:
+        discount: [T, N], 0 where the episode terminated (γ is applied here).
+        episode_end: [T, N], terminated or truncated: the λ-trace is cut there.
+    """
+    next_q = networks.apply(params, next_observation).q_values
+    return q_lambda_targets(
+        hp.reward_scale * reward,
+        hp.gamma * discount,
+        jnp.max(next_q, axis=-1),
+        episode_end,
+        q_lambda,
+    )
+
+
 def update_step(
     networks: Networks, env: Any, hp: PQNHyperparameters, state: PQNLearnerState
 ) -> Tuple[PQNLearnerState, TrainMetrics]:
-    epsilon = optax.linear_schedule(hp.epsilon_start, hp.epsilon_end, hp.epsilon_decay_steps)(
-        state.env_steps
-    )
+    epsilon = epsilon_schedule(hp)(state.env_steps)
     state, traj = rollout(networks, env, hp, state, epsilon)
-    # TARGETS, once per rollout, from each step's true next observation (no target network).
-    next_q = networks.apply(state.params, traj.next_observation).q_values
-    targets = q_lambda_targets(
-        hp.reward_scale * traj.reward,
-        hp.gamma * traj.discount,
-        jnp.max(next_q, axis=-1),
+    targets = pqn_targets(
+        networks,
+        hp,
+        state.params,
+        traj.reward,
+        traj.discount,
         traj.episode_end,
+        traj.next_observation,
         state.q_lambda,
     )
     data = Minibatch(traj.observation, traj.action, jax.lax.stop_gradient(targets))
@@ -198,6 +228,28 @@ def update_step(
 
 
 # SET-UP
+
+
+def epsilon_schedule(hp: PQNHyperparameters) -> optax.Schedule:
+    """ε as a function of the env steps one replica (Sebulba: one actor thread) has taken."""
+    return optax.linear_schedule(hp.epsilon_start, hp.epsilon_end, hp.epsilon_decay_steps)
+
+
+def make_eval_act(
+    apply: Callable[..., Any], hp: PQNHyperparameters
+) -> Callable[[bool], Callable[[Params, Observation, PRNGKey], jax.Array]]:
+    """Evaluation acting: greedy, or ε-greedy with `system.evaluation_epsilon`."""
+
+    def eval_act(greedy: bool) -> Callable[[Params, Observation, PRNGKey], jax.Array]:
+        epsilon = jnp.asarray(0.0 if greedy else hp.evaluation_epsilon)
+
+        def act(params: Params, observation: Observation, key: PRNGKey) -> jax.Array:
+            q = apply(params, observation).q_values
+            return epsilon_greedy(key, q, observation.action_mask, epsilon)
+
+        return act
+
+    return eval_act
 
 
 def pqn_hyperparameters(sys_cfg: DictConfig, plan: RunPlan) -> PQNHyperparameters:
@@ -272,21 +324,12 @@ def build(ctx: BuildContext, update: Callable[..., Any] | None = None) -> System
             q_lambda,
         )
 
-    def eval_act(greedy: bool):
-        epsilon = jnp.asarray(0.0 if greedy else hp.evaluation_epsilon)
-
-        def act(params: Params, observation: Observation, key: PRNGKey) -> jax.Array:
-            q = network.apply(params, observation).q_values
-            return epsilon_greedy(key, q, observation.action_mask, epsilon)
-
-        return act
-
     return SystemParts(
         init_shared=init_shared,
         init_state=init_state,
         update_step=functools.partial(update, networks, env, hp),
         actor_params=lambda state: state.params,
-        eval_act=eval_act,
+        eval_act=make_eval_act(network.apply, hp),
     )
 
 
