@@ -1,14 +1,18 @@
-"""Tests for the run logger: marl-eval JSON, resume, TensorBoard events and console output."""
+"""Tests for the run logger: marl-eval JSON, resume, TensorBoard, trackers and console output."""
 
 import json
+import os
 import re
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tensorboard.backend.event_processing import event_file_loader
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from stoix.utils import logger as logger_module
+from stoix.utils.config import ConfigError
 from stoix.utils.logger import RunIdentity, StoixLogger
 
 IDENTITY = RunIdentity(system_name="ff_ppo", env_name="gymnax", task_name="cartpole", seeds=(0, 1))
@@ -349,3 +353,269 @@ def test_identity_validates_and_normalises_seeds() -> None:
         RunIdentity("ff_ppo", "gymnax", "cartpole", seeds=(1, 1))
     with pytest.raises(ValueError, match="at least one"):
         RunIdentity("ff_ppo", "gymnax", "cartpole", seeds=())
+
+
+# ---------------------------------------------------------------------------------------------
+# TensorBoard, read back by TensorBoard's own raw event loader
+# ---------------------------------------------------------------------------------------------
+
+
+def _tensorboard_points(logdir: Path) -> dict:
+    """(tag, step) -> value over every event file in a run folder, as TensorBoard loads them."""
+    points = {}
+    for path in sorted(logdir.glob("events.out.tfevents.*")):
+        for event in event_file_loader.LegacyEventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                points[(value.tag, event.step)] = value.simple_value
+    return points
+
+
+def test_tensorboard_files_load_with_tensorboards_reader(tmp_path: Path) -> None:
+    logger = _make_logger(tmp_path, use_json=False, use_tb=True)
+    _log_periods(logger, range(2))
+    logger.log_absolute(_evaluation(5))
+    logger.close()
+
+    steps = (STEPS_PER_PERIOD, 2 * STEPS_PER_PERIOD)
+    period_tags = {
+        "train/episode_return",
+        "train/episode_length",
+        "train/actor_loss",
+        "eval/episode_return_mean",
+        "eval/episode_return_std",
+        "eval/episode_length_mean",
+        "timing/steps_per_second",
+        "timing/period_seconds",
+        "timing/eval_seconds",
+    }
+    absolute_tags = {"absolute/episode_return_mean", "absolute/episode_return_std"}
+    absolute_tags.add("absolute/episode_length_mean")
+    for seed_index, seed in enumerate(IDENTITY.seeds):
+        points = _tensorboard_points(tmp_path / "tensorboard" / f"seed_{seed}")
+        expected = {(tag, step) for tag in period_tags for step in steps}
+        expected |= {(tag, steps[-1]) for tag in absolute_tags}
+        assert set(points) == expected
+        returns = _evaluation(1)[seed_index]["episode_return"]
+        assert points[("eval/episode_return_mean", steps[1])] == pytest.approx(np.mean(returns))
+
+
+# ---------------------------------------------------------------------------------------------
+# Neptune and Weights & Biases, offline
+# ---------------------------------------------------------------------------------------------
+
+# WandB and Neptune are slow to import, and a test of each covers a whole run's life.
+TRACKED_PERIODS = range(2)
+
+
+def _log_tracked_run(logger: StoixLogger) -> None:
+    _log_periods(logger, TRACKED_PERIODS)
+    logger.log_absolute(_evaluation(5))
+    logger.close()
+
+
+def _wandb_records(path: Path, timeout: float = 10.0) -> list:
+    """Reads a finished run's ``.wandb`` transaction log, up to its closing ``exit`` record.
+
+    wandb-core flushes the file after ``run.finish()`` has returned, so a busy machine can show
+    it unfinished for a moment; the reader waits for the ``exit`` record rather than guess.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        records = _parse_wandb_log(path.read_bytes())
+        if records and records[-1].WhichOneof("record_type") == "exit":
+            return records
+        assert time.monotonic() < deadline, f"{path} has no exit record"
+        time.sleep(0.1)
+
+
+def _parse_wandb_log(data: bytes) -> list:
+    """Parses ``.wandb`` bytes into wandb's own protobuf records.
+
+    wandb 0.31 ships no Python reader (wandb-core writes the file), so the framing is read
+    here: a 7-byte ``:W&B`` header, then LevelDB-log chunks in 32 KiB blocks, each with a
+    7-byte header (CRC, little-endian length, type: 1 full, 2 first, 3 middle, 4 last).
+    """
+    from wandb.proto import wandb_internal_pb2
+
+    block, header = 32 * 1024, 7
+    if len(data) < header:
+        return []  # not written yet
+    assert data[:4] == b":W&B"
+    records, pending, offset = [], b"", header
+    while offset + header <= len(data):
+        if block - offset % block < header:
+            offset += block - offset % block  # the block's zero-filled tail
+            continue
+        length = int.from_bytes(data[offset + 4 : offset + 6], "little")
+        kind = data[offset + 6]
+        if kind == 0:
+            break
+        pending += data[offset + header : offset + header + length]
+        offset += header + length
+        if offset > len(data):
+            break  # a chunk still being written
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+            pending = b""
+    return records
+
+
+def _wandb_history(path: Path) -> list:
+    history = []
+    for record in _wandb_records(path):
+        if record.WhichOneof("record_type") == "history":
+            items = {}
+            for item in record.history.item:
+                key = item.key or "/".join(item.nested_key)
+                items[key] = json.loads(item.value_json)
+            history.append(items)
+    return history
+
+
+def test_wandb_offline_writes_one_run_per_seed_under_the_run_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)  # anything wandb wrote outside the run dir would show up here
+    run_dir = tmp_path / "run"
+    settings = {"use": True, "project": "stoix-test", "mode": "offline", "tags": ["ci"]}
+    logger = _make_logger(run_dir, wandb=settings, config={"system": {"lr": 0.1}})
+    _log_tracked_run(logger)
+
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["run"]
+    run_files = sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(run_files) == len(IDENTITY.seeds)
+    by_name = {}
+    for path in run_files:
+        records = _wandb_records(path)
+        run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
+        assert run.project == "stoix-test" and run.run_group == "run" and "ci" in run.tags
+        config = {item.key: json.loads(item.value_json) for item in run.config.update}
+        assert config["system"] == {"lr": 0.1}
+        by_name[run.display_name] = (config["run"]["seed"], _wandb_history(path))
+    assert sorted(by_name) == ["ff_ppo_gymnax_cartpole_seed_0", "ff_ppo_gymnax_cartpole_seed_1"]
+
+    for seed_index, seed in enumerate(IDENTITY.seeds):
+        logged_seed, history = by_name[f"ff_ppo_gymnax_cartpole_seed_{seed}"]
+        assert logged_seed == seed
+        periods, absolute = history[:-1], history[-1]
+        assert [row["env_step"] for row in periods] == [1000, 2000]
+        returns = _evaluation(1)[seed_index]["episode_return"]
+        assert periods[1]["eval/episode_return_mean"] == pytest.approx(np.mean(returns))
+        assert periods[1]["eval/episode_return_min"] == pytest.approx(np.min(returns))
+        assert periods[1]["eval/episode_return_max"] == pytest.approx(np.max(returns))
+        assert periods[1]["train/actor_loss"] == 0.5
+        assert absolute["env_step"] == 2000
+        absolute_returns = _evaluation(5)[seed_index]["episode_return"]
+        assert absolute["absolute/episode_return_mean"] == pytest.approx(np.mean(absolute_returns))
+
+
+def test_wandb_resume_opens_new_tagged_runs_that_continue_the_step_axis(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    settings = {"use": True, "mode": "offline"}
+    first = _make_logger(tmp_path, wandb=settings)
+    _log_periods(first, range(2))
+    first.close()
+    earlier = set((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+
+    resumed = _make_logger(tmp_path, wandb=settings, resume=True)
+    _log_periods(resumed, [1])
+    resumed.close()
+
+    # Offline runs cannot be reopened, so each seed's resumed run is a new one beside the old.
+    new = set((tmp_path / "wandb").glob("offline-run-*/run-*.wandb")) - earlier
+    assert len(earlier) == len(new) == len(IDENTITY.seeds)
+    for path in new:
+        run = next(r.run for r in _wandb_records(path) if r.WhichOneof("record_type") == "run")
+        assert "resumed" in run.tags
+        assert [row["env_step"] for row in _wandb_history(path)] == [2 * STEPS_PER_PERIOD]
+    assert list(_runs(tmp_path)["seed_0"]) == ["step_0", "step_1"]
+
+
+def _neptune_operations(run_dir: Path) -> dict:
+    """Run name -> the operations Neptune queued offline, from its JSON-lines data files."""
+    runs = {}
+    for container in (run_dir / "neptune" / "offline").iterdir():
+        operations = [
+            json.loads(line)["obj"]
+            for path in sorted(container.glob("data-*.log"))
+            for line in path.read_text().splitlines()
+        ]
+        name = next(op["value"] for op in operations if op["path"] == ["sys", "name"])
+        runs[name] = operations
+    return runs
+
+
+def test_neptune_offline_writes_one_run_per_seed_under_the_run_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NEPTUNE_MODE", "offline")
+    monkeypatch.delenv("NEPTUNE_DATA_DIRECTORY", raising=False)
+    monkeypatch.chdir(tmp_path)  # Neptune's default data folder would be ./.neptune
+    run_dir = tmp_path / "run"
+    settings = {"use": True, "project": None, "mode": "offline", "tags": ["ci"]}
+    logger = _make_logger(run_dir, neptune=settings, config={"system": {"lr": 0.1}})
+    _log_tracked_run(logger)
+
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["run"]
+    assert "NEPTUNE_DATA_DIRECTORY" not in os.environ
+    runs = _neptune_operations(run_dir)
+    assert sorted(runs) == ["ff_ppo_gymnax_cartpole_seed_0", "ff_ppo_gymnax_cartpole_seed_1"]
+    for seed_index, seed in enumerate(IDENTITY.seeds):
+        operations = runs[f"ff_ppo_gymnax_cartpole_seed_{seed}"]
+        values = {}
+        for op in operations:
+            path = "/".join(op["path"])
+            if op["type"] == "LogFloats":
+                values.setdefault(path, []).extend((v["step"], v["value"]) for v in op["values"])
+            elif op["type"] in ("AssignFloat", "AssignInt", "AssignBool"):
+                values[path] = op["value"]
+        assert values["parameters/system/lr"] == 0.1
+        assert values["run/seed"] == seed
+        returns = [_evaluation(p)[seed_index]["episode_return"] for p in TRACKED_PERIODS]
+        assert values["eval/episode_return_mean"] == [
+            (1000.0, pytest.approx(np.mean(returns[0]))),
+            (2000.0, pytest.approx(np.mean(returns[1]))),
+        ]
+        assert [step for step, _ in values["eval/episode_return_std"]] == [1000.0, 2000.0]
+        assert values["train/actor_loss"] == [(1000.0, 0.5), (2000.0, 0.5)]
+        absolute_returns = _evaluation(5)[seed_index]["episode_return"]
+        assert values["absolute/episode_return_max"] == pytest.approx(np.max(absolute_returns))
+
+
+@pytest.mark.parametrize(
+    ("tracker", "settings", "key"),
+    [
+        ("wandb", {"use": True, "mode": "sometimes"}, "logger.wandb.mode"),
+        ("wandb", {"use": True, "project": None}, "logger.wandb.project"),
+        ("wandb", {"use": True, "colour": "red"}, "logger.wandb.colour"),
+        ("neptune", {"use": True, "mode": "read-only"}, "logger.neptune.mode"),
+        ("neptune", {"use": True, "mode": "async", "project": None}, "logger.neptune.project"),
+    ],
+)
+def test_tracker_misconfiguration_fails_before_anything_is_written(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    tracker: str,
+    settings: dict,
+    key: str,
+) -> None:
+    monkeypatch.delenv("NEPTUNE_PROJECT", raising=False)
+    run_dir = tmp_path / "run"
+    with pytest.raises(ConfigError, match=re.escape(key)) as raised:
+        _make_logger(run_dir, use_console=True, use_tb=True, **{tracker: settings})
+    assert "\n" not in str(raised.value)
+    assert not run_dir.exists()
+    assert capsys.readouterr().out == ""
+
+
+def test_trackers_stay_off_unless_used(tmp_path: Path) -> None:
+    off = {"use": False, "project": None, "mode": "offline"}
+    _make_logger(tmp_path / "run", neptune=off, wandb=off).close()
+    assert not (tmp_path / "run").exists()

@@ -239,7 +239,7 @@ def run_anakin(cfg: DictConfig, system: AnakinSystem) -> float:
 def run_anakin_measured(cfg: DictConfig, system: AnakinSystem) -> RunResult:
     """Runs one Anakin experiment and reports what it measured (see `RunResult`)."""
     from stoix.utils.checkpointing import Checkpointer, CheckpointError
-    from stoix.utils.logger import RunIdentity, StoixLogger
+    from stoix.utils.logger import RunIdentity, StoixLogger, check_tracker_settings
 
     OmegaConf.set_readonly(cfg, True)
     # CONFIG CHECKS: all of them happen before compiling or writing anything.
@@ -260,6 +260,7 @@ def run_anakin_measured(cfg: DictConfig, system: AnakinSystem) -> RunResult:
             f"(it can sweep: {can})"
         )
     plain = to_plain(cfg)
+    check_tracker_settings(plain["logger"])
     run_dir, resume = run_directory(cfg, system, plain)
     seeds = plan.run_seeds(int(cfg.arch.seed))
     swept = plan.run_sweep_values()
@@ -439,6 +440,9 @@ def run_anakin_measured(cfg: DictConfig, system: AnakinSystem) -> RunResult:
         use_tb=bool(cfg.logger.use_tb),
         colour=bool(cfg.logger.colour),
         resume=resume,
+        config=plain,
+        neptune=plain["logger"].get("neptune"),
+        wandb=plain["logger"].get("wandb"),
     )
     print(f"Writing to {run_dir} (compiled in {compile_seconds:.1f}s)")
 

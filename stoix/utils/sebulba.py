@@ -524,9 +524,10 @@ def _run(
     lifetime: Lifetime,
 ) -> SebulbaResult:
     from stoix.utils.checkpointing import Checkpointer, CheckpointError
-    from stoix.utils.logger import RunIdentity, StoixLogger
+    from stoix.utils.logger import RunIdentity, StoixLogger, check_tracker_settings
 
     plain = to_plain(cfg)
+    check_tracker_settings(plain["logger"])
     run_dir, resume = run_directory(cfg, system, plain)
     seed = int(cfg.arch.seed)
     identity = RunIdentity(system.name, str(cfg.env.suite), str(cfg.env.task_name), (seed,), ())
@@ -627,6 +628,9 @@ def _run(
         use_tb=bool(cfg.logger.use_tb),
         colour=bool(cfg.logger.colour),
         resume=resume,
+        config=plain,
+        neptune=plain["logger"].get("neptune"),
+        wandb=plain["logger"].get("wandb"),
     )
     print(f"Writing to {run_dir} (compiled in {compile_seconds:.1f}s)")
 
