@@ -91,6 +91,7 @@ def test_layout_defaults_split_actors_and_learner_over_two_devices():
         ("arch.num_seeds=2", "arch.num_seeds must be 1 with arch=sebulba"),
         ("arch.total_num_envs=7", "arch.total_num_envs=7 is not divisible"),
         ("arch.pipeline_capacity=0", "arch.pipeline_capacity"),
+        ("system.normalise_observations=True", "not supported with arch=sebulba"),
     ],
 )
 def test_bad_sebulba_configs_are_refused_in_one_line(override, message):

@@ -231,6 +231,37 @@ def run_directory(cfg: DictConfig, system: Any, plain: dict) -> Tuple[Path, bool
     return runs_root / f"{stamp}_{config_fingerprint(plain)[:8]}", False
 
 
+def open_checkpoints(
+    cfg: DictConfig,
+    plain: dict,
+    run_dir: Path,
+    resume: bool,
+    payload: CheckpointPayload,
+    num_evaluation: int,
+) -> Tuple[Any, CheckpointPayload, int]:
+    """The run's checkpointer (None when it neither saves nor resumes), the payload to start
+    from (restored when resuming) and the first period to run."""
+    from stoix.utils.checkpointing import Checkpointer, CheckpointError
+
+    ckpt_cfg = cfg.logger.checkpointing
+    if not (resume or ckpt_cfg.save_model):
+        return None, payload, 0
+    checkpointer = Checkpointer(
+        run_dir / "checkpoints",
+        plain,
+        keep_latest=int(ckpt_cfg.keep_latest),
+        keep_best=int(ckpt_cfg.keep_best),
+    )
+    if not resume:
+        return checkpointer, payload, 0
+    try:
+        payload, info = checkpointer.restore(payload)
+    except CheckpointError as err:
+        raise ConfigError(f"cannot resume from {run_dir}: {err}") from err
+    print(f"Resuming {run_dir} after evaluation {info.period + 1}/{num_evaluation}")
+    return checkpointer, payload, info.period + 1
+
+
 def run_anakin(cfg: DictConfig, system: AnakinSystem) -> float:
     """Runs one Anakin experiment; returns the last evaluation's mean return over seeds."""
     return run_anakin_measured(cfg, system).final_return
@@ -238,7 +269,6 @@ def run_anakin(cfg: DictConfig, system: AnakinSystem) -> float:
 
 def run_anakin_measured(cfg: DictConfig, system: AnakinSystem) -> RunResult:
     """Runs one Anakin experiment and reports what it measured (see `RunResult`)."""
-    from stoix.utils.checkpointing import Checkpointer, CheckpointError
     from stoix.utils.logger import RunIdentity, StoixLogger, check_tracker_settings
 
     OmegaConf.set_readonly(cfg, True)
@@ -375,23 +405,9 @@ def run_anakin_measured(cfg: DictConfig, system: AnakinSystem) -> RunResult:
         best_returns=np.full((plan.num_runs,), -np.inf, np.float32),
     )
     ckpt_cfg = cfg.logger.checkpointing
-    checkpointer: Checkpointer | None = None
-    start_period = 0
-    if resume or ckpt_cfg.save_model:
-        checkpointer = Checkpointer(
-            run_dir / "checkpoints",
-            plain,
-            keep_latest=int(ckpt_cfg.keep_latest),
-            keep_best=int(ckpt_cfg.keep_best),
-        )
-    if resume:
-        assert checkpointer is not None
-        try:
-            payload, info = checkpointer.restore(payload)
-        except CheckpointError as err:
-            raise ConfigError(f"cannot resume from {run_dir}: {err}") from err
-        start_period = info.period + 1
-        print(f"Resuming {run_dir} after evaluation {info.period + 1}/{plan.num_evaluation}")
+    checkpointer, payload, start_period = open_checkpoints(
+        cfg, plain, run_dir, resume, payload, plan.num_evaluation
+    )
     state = payload.learner_state
     best_params = payload.best_actor_params
     best_returns = np.asarray(payload.best_returns, np.float32).copy()

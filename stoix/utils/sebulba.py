@@ -43,6 +43,7 @@ from stoix.utils.runner import (
     DEVICE_AXIS,
     CheckpointPayload,
     check_finite,
+    open_checkpoints,
     replicas_over,
     run_directory,
 )
@@ -136,6 +137,10 @@ def make_sebulba_plan(cfg: DictConfig, layout: SebulbaLayout) -> RunPlan:
                 f"{key} must be 1 with arch=sebulba (one run per process; launch seeds as "
                 "separate runs)"
             )
+    if OmegaConf.select(cfg, "system.normalise_observations", default=False):
+        raise ConfigError(
+            "system.normalise_observations=True is not supported with arch=sebulba yet"
+        )
     if OmegaConf.select(cfg, "arch.sweep.key", default=None) is not None:
         raise ConfigError("arch.sweep is an Anakin feature; with arch=sebulba use a Hydra sweep")
     # Actor threads take the role of Anakin's devices: the envs must split evenly over them.
@@ -523,7 +528,6 @@ def _run(
     actor_envs: Sequence[HostVectorEnv],
     lifetime: Lifetime,
 ) -> SebulbaResult:
-    from stoix.utils.checkpointing import Checkpointer, CheckpointError
     from stoix.utils.logger import RunIdentity, StoixLogger, check_tracker_settings
 
     plain = to_plain(cfg)
@@ -554,23 +558,9 @@ def _run(
     best_params = jax.device_put(parts.actor_params(state), layout.evaluator_device)
     payload = CheckpointPayload(state, best_params, np.full((1,), -np.inf, np.float32))
     ckpt_cfg = cfg.logger.checkpointing
-    checkpointer: Checkpointer | None = None
-    start_period = 0
-    if resume or ckpt_cfg.save_model:
-        checkpointer = Checkpointer(
-            run_dir / "checkpoints",
-            plain,
-            keep_latest=int(ckpt_cfg.keep_latest),
-            keep_best=int(ckpt_cfg.keep_best),
-        )
-    if resume:
-        assert checkpointer is not None
-        try:
-            payload, info = checkpointer.restore(payload)
-        except CheckpointError as err:
-            raise ConfigError(f"cannot resume from {run_dir}: {err}") from err
-        start_period = info.period + 1
-        print(f"Resuming {run_dir} after evaluation {info.period + 1}/{plan.num_evaluation}")
+    checkpointer, payload, start_period = open_checkpoints(
+        cfg, plain, run_dir, resume, payload, plan.num_evaluation
+    )
     state = jax.device_put(payload.learner_state, replicated)
     best_params = jax.device_put(payload.best_actor_params, layout.evaluator_device)
     best_return = float(np.asarray(payload.best_returns)[0])

@@ -27,7 +27,7 @@ from stoix.systems.ppo.anakin.ff_ppo import (
     make_networks,
 )
 from stoix.systems.ppo.sebulba.ff_ppo import act
-from stoix.utils.config import ConfigError, RunPlan, check_divides, check_range
+from stoix.utils.config import RunPlan, check_divides, check_range
 from stoix.utils.entry import hydra_main
 from stoix.utils.minibatches import masked_mean, run_epochs
 from stoix.utils.runner import pmean_replicas
@@ -191,10 +191,6 @@ def validate(cfg: DictConfig, plan: RunPlan, layout: SebulbaLayout) -> None:
         check_range(cfg, f"system.{key}", 0.0, float("inf"))
     check_range(cfg, "system.clip_pg_rho_threshold", 0.0, float("inf"))
     check_range(cfg, "system.epochs", 1, float("inf"))
-    if bool(cfg.system.normalise_observations):
-        raise ConfigError(
-            "system.normalise_observations=True is not supported with arch=sebulba yet"
-        )
 
 
 SYSTEM = SebulbaSystem(

@@ -31,7 +31,7 @@ from stoix.systems.ppo.anakin.ff_ppo import (
     validate_on_policy,
 )
 from stoix.systems.ppo.ppo_types import PPOLossInfo
-from stoix.utils.config import ConfigError, RunPlan, check_range
+from stoix.utils.config import RunPlan, check_range
 from stoix.utils.entry import hydra_main
 from stoix.utils.minibatches import run_epochs
 from stoix.utils.multistep import generalized_advantage_estimation
@@ -150,10 +150,6 @@ def validate(cfg: DictConfig, plan: RunPlan, layout: SebulbaLayout) -> None:
         envs_per_learner=plan.total_num_envs // len(layout.learner_devices),
     )
     check_range(cfg, "system.clip_epsilon", 0.0, float("inf"))
-    if bool(cfg.system.normalise_observations):
-        raise ConfigError(
-            "system.normalise_observations=True is not supported with arch=sebulba yet"
-        )
 
 
 SYSTEM = SebulbaSystem(
