@@ -1,0 +1,162 @@
+"""The sweep launcher: job listing, config errors before submission, and real sweeps through
+submitit's local executor and (where the binaries exist) a one-node SLURM cluster."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from stoix.utils.launching import LaunchSettings, launch, main, settings_from_config
+from tests.helpers import REPO, TEST_XLA_FLAGS
+from tests.slurm_cluster import ClusterUnavailable, LocalSlurmCluster, missing_binaries
+
+LAUNCHER_CONFIGS = REPO / "stoix" / "configs" / "launcher"
+SYSTEMS = "systems=[stoix/systems/ppo/anakin/ff_ppo.py,stoix/systems/q_learning/anakin/ff_dqn.py]"
+# The smallest budget that still evaluates twice; the same one in every sweep here, so the
+# later jobs find the first ones' programs in JAX's compilation cache.
+TINY_SWEEP = (
+    SYSTEMS,
+    "envs=[gymnax/cartpole]",
+    "seeds=[0,1]",
+    'overrides=["arch.total_timesteps=2e4","arch.num_evaluation=2","arch.num_eval_episodes=4",'
+    '"arch.total_num_envs=8","arch.absolute_metric_episode_multiplier=2","logger=json_only"]',
+)
+
+
+def launcher_config(overrides: Sequence[str]):
+    with initialize_config_dir(config_dir=str(LAUNCHER_CONFIGS), version_base="1.3"):
+        return compose(config_name="launcher", overrides=list(overrides))
+
+
+def settings(base: Path, *overrides: str) -> LaunchSettings:
+    return settings_from_config(launcher_config([f"base_exp_path={base}", *overrides]))
+
+
+def metrics_files(base: Path) -> list:
+    return sorted(base.rglob("metrics.json"))
+
+
+def assert_sweep_results(base: Path) -> None:
+    """One marl-eval file per job, for both systems, all in the one results tree."""
+    files = metrics_files(base)
+    assert len(files) == 4, files
+    assert {f.relative_to(base).parts[:2] for f in files} == {
+        ("ff_ppo", "gymnax_cartpole"),
+        ("ff_dqn", "gymnax_cartpole"),
+    }
+    for file in files:
+        assert json.loads(file.read_text()), file
+
+
+def test_default_config_composes(tmp_path):
+    loaded = settings(tmp_path)
+    assert loaded.systems and loaded.envs and loaded.seeds
+    assert loaded.executor.value == "slurm"
+
+
+def test_dry_run_lists_every_job_and_submits_nothing(tmp_path, capsys):
+    base = tmp_path / "sweep"
+    grid = 'grid=[["system.gamma=0.9"],["system.gamma=0.95"]]'
+    assert launch(settings(base, *TINY_SWEEP, grid, "dry_run=True")) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 * 2 * 2  # systems × grid entries × seeds
+    assert all(line.startswith("python stoix/systems/") for line in lines)
+    assert all(f"logger.base_exp_path={base.resolve()}" in line for line in lines)
+    assert sum("system.gamma=0.95" in line and "arch.seed=1" in line for line in lines) == 2
+    assert not base.exists()
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("envs=[gymnax/no_such_env]", "Could not find 'env/gymnax/no_such_env'"),
+        ('overrides=["arch.no_such_key=1"]', "Could not override 'arch.no_such_key'"),
+        ("systems=[stoix/systems/ppo/anakin/no_such.py]", "does not exist"),
+        ("systems=[stoix/utils/launching.py]", "not a .py file under stoix/systems/"),
+        ("slurm.time=soon", "slurm.time='soon'"),
+    ],
+)
+def test_config_error_is_one_line_and_submits_nothing(tmp_path, capsys, override, message):
+    base = tmp_path / "sweep"
+    cfg = launcher_config([f"base_exp_path={base}", *TINY_SWEEP, override])
+    assert main(cfg) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("launcher: error:") and message in err, err
+    assert len(err.splitlines()) == 1
+    assert not base.exists()
+
+
+def run_launcher(*overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "launcher.py"), *overrides],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_command_line_dry_run_and_error(tmp_path):
+    """Through launcher.py's own Hydra entry point, which composes job configs inside its own."""
+    base = tmp_path / "sweep"
+    listed = run_launcher(f"base_exp_path={base}", *TINY_SWEEP, "dry_run=True")
+    assert listed.returncode == 0, listed.stderr
+    assert len(listed.stdout.strip().splitlines()) == 4
+    failed = run_launcher(f"base_exp_path={base}", *TINY_SWEEP, "envs=[gymnax/nope]")
+    assert failed.returncode == 2
+    assert failed.stderr.strip().startswith("launcher: error:"), failed.stderr
+    assert not base.exists()
+
+
+def test_local_sweep_writes_one_results_tree(tmp_path, capsys):
+    base = tmp_path / "sweep"
+    # One job at a time: two CPU cores, and each job forces two XLA devices onto them.
+    status = launch(settings(base, *TINY_SWEEP, "executor=local", "local.max_parallel=1"))
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert out.count("[done]") == 4, out
+    assert_sweep_results(base)
+    assert (base / "_submitit").is_dir()
+
+
+@pytest.mark.slurm
+def test_slurm_sweep_on_a_local_cluster(tmp_path, capsys, monkeypatch):
+    missing = missing_binaries()
+    if missing:
+        pytest.skip(f"SLURM not installed (missing {', '.join(missing)})")
+    cluster = LocalSlurmCluster(tmp_path / "cluster")
+    cluster.root.mkdir()
+    try:
+        cluster.start()
+    except ClusterUnavailable as err:
+        cluster.stop()
+        pytest.skip(f"SLURM daemons did not start: {err}")
+    try:
+        for key, value in cluster.env.items():
+            monkeypatch.setenv(key, value)
+        # Jobs inherit the submitting environment (sbatch --export=ALL): the same two CPU devices.
+        monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", TEST_XLA_FLAGS))
+        base = tmp_path / "sweep"
+        status = launch(
+            settings(
+                base,
+                *TINY_SWEEP,
+                "executor=slurm",
+                "wait=True",
+                "slurm.time=00:10:00",
+                "slurm.cpus_per_task=1",
+                "slurm.gpus_per_node=0",
+                "slurm.max_parallel=1",
+            )
+        )
+        out = capsys.readouterr().out
+        assert status == 0, out
+        assert "SLURM array" in out and out.count("[done]") == 4, out
+        assert_sweep_results(base)
+    finally:
+        cluster.stop()
