@@ -59,7 +59,15 @@ class LocalSlurmCluster:
             name = command[0]
             log = open(self.root / f"{name}.out", "wb")
             self._daemons.append(
-                subprocess.Popen([*command, "-f", str(self.conf)], env=env, stdout=log, stderr=log)
+                # Own sessions: signals the daemons send to their process group on job ends or
+                # shutdown must not reach the pytest worker that started them.
+                subprocess.Popen(
+                    [*command, "-f", str(self.conf)],
+                    env=env,
+                    stdout=log,
+                    stderr=log,
+                    start_new_session=True,
+                )
             )
         self._wait_for_idle_node(timeout)
 
@@ -82,7 +90,9 @@ class LocalSlurmCluster:
             f"--seed-file={munge_dir / 'munged.seed'}",
         ]
         log = open(self.root / "munged.out", "wb")
-        self._daemons.append(subprocess.Popen(command, stdout=log, stderr=log))
+        self._daemons.append(
+            subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
+        )
         for _ in range(50):
             if socket_path.exists():
                 return socket_path

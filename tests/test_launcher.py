@@ -113,15 +113,7 @@ def test_command_line_dry_run_and_error(tmp_path):
     assert not base.exists()
 
 
-def test_local_sweep_writes_one_results_tree(tmp_path, capsys):
-    base = tmp_path / "sweep"
-    # One job at a time: two CPU cores, and each job forces two XLA devices onto them.
-    status = launch(settings(base, *TINY_SWEEP, "executor=local", "local.max_parallel=1"))
-    out = capsys.readouterr().out
-    assert status == 0, out
-    assert out.count("[done]") == 4, out
-    assert_sweep_results(base)
-    assert (base / "_submitit").is_dir()
+# The local-executor sweep is tested in tests/test_plotting.py, whose plots read its tree.
 
 
 @pytest.mark.slurm
@@ -129,6 +121,13 @@ def test_slurm_sweep_on_a_local_cluster(tmp_path, capsys, monkeypatch):
     missing = missing_binaries()
     if missing:
         pytest.skip(f"SLURM not installed (missing {', '.join(missing)})")
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # Seen here: with the one-node cluster up, the pytest-xdist worker (and its controller)
+        # die during the sweep; run in one process the test passes.
+        pytest.skip(
+            "the local SLURM cluster cannot run inside a pytest-xdist worker; run "
+            "`pytest tests/test_launcher.py -m slurm` (without -n)"
+        )
     cluster = LocalSlurmCluster(tmp_path / "cluster")
     cluster.root.mkdir()
     try:
