@@ -1,10 +1,9 @@
 """`python -m stoix.plotting` on the logs of a real (tiny) PPO and DQN sweep, made by the
 launcher's local executor: the sweep test of the launcher and the input of the plots."""
 
-import contextlib
 import csv
-import io
 import json
+import os
 import shutil
 import struct
 import subprocess
@@ -16,9 +15,8 @@ import pytest
 from stoix.plotting import PlotOptions, make_plots
 from stoix.plotting.__main__ import main
 from stoix.plotting.plots import load_results
-from stoix.utils.launching import launch
-from tests.helpers import REPO
-from tests.test_launcher import TINY_SWEEP, assert_sweep_results, settings
+from tests.helpers import REPO, TEST_XLA_FLAGS
+from tests.test_launcher import TINY_SWEEP, assert_sweep_results
 
 SYSTEMS = ("ff_ppo", "ff_dqn")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -105,12 +103,20 @@ def test_a_local_launcher_sweep_writes_one_tree_that_plots(tmp_path):
     executor, then the plots of its results tree. One test, so the sweep runs once even when
     the tests are spread over workers."""
     results = tmp_path / "runs"
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
+    # The launcher runs as a user runs it, in its own process: submitit's local executor inside
+    # a pytest-xdist worker broke the output capture of the tests after it.
+    swept = subprocess.run(
+        [sys.executable, "launcher.py", f"base_exp_path={results}", *TINY_SWEEP]
         # Two jobs at a time: compilation dominates and is mostly single-threaded.
-        status = launch(settings(results, *TINY_SWEEP, "executor=local", "local.max_parallel=2"))
-    assert status == 0, printed.getvalue()
-    assert printed.getvalue().count("[done]") == 4, printed.getvalue()
+        + ["executor=local", "local.max_parallel=2"],
+        cwd=REPO,
+        env={**os.environ, "XLA_FLAGS": TEST_XLA_FLAGS, "JAX_PLATFORMS": "cpu"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert swept.returncode == 0, swept.stdout[-3000:] + swept.stderr[-3000:]
+    assert swept.stdout.count("[done]") == 4, swept.stdout
     assert_sweep_results(results)
     assert (results / "_submitit").is_dir()
 

@@ -236,6 +236,8 @@ def make_executor(settings: LaunchSettings, folder: Path) -> Any:
             executor.update_parameters(timeout_min=settings.local.timeout_min, name="stoix")
             return executor
         slurm = settings.slurm
+        # Checked before submitit is touched: a bad value must not depend on sbatch being found.
+        timeout_min = slurm_minutes(slurm.time)
         executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
         optional = {
             "slurm_partition": slurm.partition,
@@ -248,7 +250,7 @@ def make_executor(settings: LaunchSettings, folder: Path) -> Any:
         }
         executor.update_parameters(
             name="stoix",
-            timeout_min=slurm_minutes(slurm.time),
+            timeout_min=timeout_min,
             cpus_per_task=slurm.cpus_per_task,
             nodes=slurm.nodes,
             slurm_setup=list(slurm.setup),

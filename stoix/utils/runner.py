@@ -19,7 +19,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, NamedTuple, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +34,9 @@ from stoix.utils.config import ConfigError, RunPlan, make_run_plan, to_plain
 from stoix.utils.env_factory import make_env
 from stoix.utils.timing import CompileCounter
 from stoix.wrappers.episode import EpisodeEnv
+
+if TYPE_CHECKING:  # the logger imports the trackers' settings; runs import it when they start
+    from stoix.utils.logger import RunIdentity, StoixLogger
 
 DEVICE_AXIS = "device"
 SEED_AXIS = "seed"
@@ -262,6 +265,37 @@ def open_checkpoints(
     return checkpointer, payload, info.period + 1
 
 
+def open_run_logger(
+    cfg: DictConfig,
+    plain: dict,
+    run_dir: Path,
+    resume: bool,
+    identity: "RunIdentity",
+    plan: RunPlan,
+) -> "StoixLogger":
+    """Creates the run directory (with the resolved config, unless resuming) and its logger;
+    the first thing a run writes, once every check has passed and everything has compiled."""
+    from stoix.utils.logger import StoixLogger
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    return StoixLogger(
+        run_dir,
+        identity,
+        num_periods=plan.num_evaluation,
+        total_steps=plan.total_steps,
+        use_console=bool(cfg.logger.use_console),
+        use_json=bool(cfg.logger.use_json),
+        use_tb=bool(cfg.logger.use_tb),
+        colour=bool(cfg.logger.colour),
+        resume=resume,
+        config=plain,
+        neptune=plain["logger"].get("neptune"),
+        wandb=plain["logger"].get("wandb"),
+    )
+
+
 def run_anakin(cfg: DictConfig, system: AnakinSystem) -> float:
     """Runs one Anakin experiment; returns the last evaluation's mean return over seeds."""
     return run_anakin_measured(cfg, system).final_return
@@ -269,7 +303,7 @@ def run_anakin(cfg: DictConfig, system: AnakinSystem) -> float:
 
 def run_anakin_measured(cfg: DictConfig, system: AnakinSystem) -> RunResult:
     """Runs one Anakin experiment and reports what it measured (see `RunResult`)."""
-    from stoix.utils.logger import RunIdentity, StoixLogger, check_tracker_settings
+    from stoix.utils.logger import RunIdentity, check_tracker_settings
 
     OmegaConf.set_readonly(cfg, True)
     # CONFIG CHECKS: all of them happen before compiling or writing anything.
@@ -443,23 +477,7 @@ def run_anakin_measured(cfg: DictConfig, system: AnakinSystem) -> RunResult:
     )
     compile_seconds = time.perf_counter() - compile_start
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
-    logger = StoixLogger(
-        run_dir,
-        identity,
-        num_periods=plan.num_evaluation,
-        total_steps=plan.total_steps,
-        use_console=bool(cfg.logger.use_console),
-        use_json=bool(cfg.logger.use_json),
-        use_tb=bool(cfg.logger.use_tb),
-        colour=bool(cfg.logger.colour),
-        resume=resume,
-        config=plain,
-        neptune=plain["logger"].get("neptune"),
-        wandb=plain["logger"].get("wandb"),
-    )
+    logger = open_run_logger(cfg, plain, run_dir, resume, identity, plan)
     print(f"Writing to {run_dir} (compiled in {compile_seconds:.1f}s)")
 
     startup_compilations = compile_counter.count

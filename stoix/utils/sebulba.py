@@ -44,6 +44,7 @@ from stoix.utils.runner import (
     CheckpointPayload,
     check_finite,
     open_checkpoints,
+    open_run_logger,
     replicas_over,
     run_directory,
 )
@@ -528,7 +529,7 @@ def _run(
     actor_envs: Sequence[HostVectorEnv],
     lifetime: Lifetime,
 ) -> SebulbaResult:
-    from stoix.utils.logger import RunIdentity, StoixLogger, check_tracker_settings
+    from stoix.utils.logger import RunIdentity, check_tracker_settings
 
     plain = to_plain(cfg)
     check_tracker_settings(plain["logger"])
@@ -605,23 +606,7 @@ def _run(
     compile_seconds = time.perf_counter() - compile_start
     startup_compilations = compile_counter.count
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
-    logger = StoixLogger(
-        run_dir,
-        identity,
-        num_periods=plan.num_evaluation,
-        total_steps=plan.total_steps,
-        use_console=bool(cfg.logger.use_console),
-        use_json=bool(cfg.logger.use_json),
-        use_tb=bool(cfg.logger.use_tb),
-        colour=bool(cfg.logger.colour),
-        resume=resume,
-        config=plain,
-        neptune=plain["logger"].get("neptune"),
-        wandb=plain["logger"].get("wandb"),
-    )
+    logger = open_run_logger(cfg, plain, run_dir, resume, identity, plan)
     print(f"Writing to {run_dir} (compiled in {compile_seconds:.1f}s)")
 
     # START the actors once the first parameters are published.
