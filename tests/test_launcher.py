@@ -78,7 +78,6 @@ def test_dry_run_lists_every_job_and_submits_nothing(tmp_path, capsys):
         ('overrides=["arch.no_such_key=1"]', "Could not override 'arch.no_such_key'"),
         ("systems=[stoix/systems/ppo/anakin/no_such.py]", "does not exist"),
         ("systems=[stoix/utils/launching.py]", "not a .py file under stoix/systems/"),
-        ("slurm.time=soon", "slurm.time='soon'"),
     ],
 )
 def test_config_error_is_one_line_and_submits_nothing(tmp_path, capsys, override, message):
@@ -110,6 +109,12 @@ def test_command_line_dry_run_and_error(tmp_path):
     failed = run_launcher(f"base_exp_path={base}", *TINY_SWEEP, "envs=[gymnax/nope]")
     assert failed.returncode == 2
     assert failed.stderr.strip().startswith("launcher: error:"), failed.stderr
+    # A bad SLURM setting is found after every job's config composed, before any submission.
+    # (In a process of its own: in-process, this path broke pytest-xdist's output capture.)
+    bad_time = run_launcher(f"base_exp_path={base}", *TINY_SWEEP, "slurm.time=soon")
+    assert bad_time.returncode == 2
+    (line,) = bad_time.stderr.strip().splitlines()
+    assert line.startswith("launcher: error:") and "slurm.time='soon'" in line, line
     assert not base.exists()
 
 
