@@ -14,7 +14,6 @@ from typing import NamedTuple, Tuple
 
 import jax
 import jax.numpy as jnp
-import optax
 from omegaconf import DictConfig
 
 from stoix.base_types import ActorCriticOptStates, ActorCriticParams, PRNGKey
@@ -22,6 +21,7 @@ from stoix.networks.distributions import policy_entropy
 from stoix.systems.impala.impala_losses import VTraceInputs, vtrace_losses
 from stoix.systems.ppo.anakin.ff_ppo import (
     Networks,
+    apply_actor_critic_grads,
     init_from_observation,
     make_eval_act,
     make_networks,
@@ -107,17 +107,7 @@ def minibatch_step(
     params, opt_states = carry
     grads, info = jax.grad(loss, has_aux=True)(params, networks, hp, batch)
     grads = pmean_replicas(grads)
-    actor_updates, actor_opt = networks.actor_optimiser.update(
-        grads.actor_params, opt_states.actor_opt_state, params.actor_params
-    )
-    critic_updates, critic_opt = networks.critic_optimiser.update(
-        grads.critic_params, opt_states.critic_opt_state, params.critic_params
-    )
-    params = ActorCriticParams(
-        optax.apply_updates(params.actor_params, actor_updates),
-        optax.apply_updates(params.critic_params, critic_updates),
-    )
-    return (params, ActorCriticOptStates(actor_opt, critic_opt)), info
+    return apply_actor_critic_grads(networks, params, opt_states, grads), info
 
 
 # THE UPDATE: epochs × minibatches of whole env sequences (V-trace needs the time order)

@@ -202,20 +202,30 @@ def minibatch_step(
     value_loss, critic_grads = jax.value_and_grad(critic_loss)(
         params.critic_params, networks, hp, batch
     )
-    actor_grads, critic_grads = pmean_replicas((actor_grads, critic_grads))
+    grads = pmean_replicas(ActorCriticParams(actor_grads, critic_grads))
+    return apply_actor_critic_grads(networks, params, opt_states, grads), info._replace(
+        value_loss=value_loss
+    )
+
+
+def apply_actor_critic_grads(
+    networks: Networks,
+    params: ActorCriticParams,
+    opt_states: ActorCriticOptStates,
+    grads: ActorCriticParams,
+) -> Tuple[ActorCriticParams, ActorCriticOptStates]:
+    """One step of the actor's and the critic's own optimisers (grads already averaged)."""
     actor_updates, actor_opt = networks.actor_optimiser.update(
-        actor_grads, opt_states.actor_opt_state, params.actor_params
+        grads.actor_params, opt_states.actor_opt_state, params.actor_params
     )
     critic_updates, critic_opt = networks.critic_optimiser.update(
-        critic_grads, opt_states.critic_opt_state, params.critic_params
+        grads.critic_params, opt_states.critic_opt_state, params.critic_params
     )
     params = ActorCriticParams(
         optax.apply_updates(params.actor_params, actor_updates),
         optax.apply_updates(params.critic_params, critic_updates),
     )
-    return (params, ActorCriticOptStates(actor_opt, critic_opt)), info._replace(
-        value_loss=value_loss
-    )
+    return params, ActorCriticOptStates(actor_opt, critic_opt)
 
 
 # ONE UPDATE: rollout, GAE, epochs × minibatches
