@@ -121,8 +121,9 @@ def test_command_line_dry_run_and_error(tmp_path):
 # The local-executor sweep is tested in tests/test_plotting.py, whose plots read its tree.
 
 
-@pytest.mark.slurm
-def test_slurm_sweep_on_a_local_cluster(tmp_path, capsys, monkeypatch):
+@pytest.fixture(scope="module")
+def slurm_env(tmp_path_factory):
+    """The environment of a one-node SLURM cluster on loopback, up for this module's tests."""
     missing = missing_binaries()
     if missing:
         pytest.skip(f"SLURM not installed (missing {', '.join(missing)})")
@@ -133,7 +134,7 @@ def test_slurm_sweep_on_a_local_cluster(tmp_path, capsys, monkeypatch):
             "the local SLURM cluster cannot run inside a pytest-xdist worker; run "
             "`pytest tests/test_launcher.py -m slurm` (without -n)"
         )
-    cluster = LocalSlurmCluster(tmp_path / "cluster")
+    cluster = LocalSlurmCluster(tmp_path_factory.mktemp("slurm") / "cluster")
     cluster.root.mkdir()
     try:
         cluster.start()
@@ -141,26 +142,99 @@ def test_slurm_sweep_on_a_local_cluster(tmp_path, capsys, monkeypatch):
         cluster.stop()
         pytest.skip(f"SLURM daemons did not start: {err}")
     try:
-        for key, value in cluster.env.items():
-            monkeypatch.setenv(key, value)
-        # Jobs inherit the submitting environment (sbatch --export=ALL): the same two CPU devices.
-        monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", TEST_XLA_FLAGS))
-        base = tmp_path / "sweep"
-        status = launch(
-            settings(
-                base,
-                *TINY_SWEEP,
-                "executor=slurm",
-                "wait=True",
-                "slurm.time=00:10:00",
-                "slurm.cpus_per_task=1",
-                "slurm.gpus_per_node=0",
-                "slurm.max_parallel=1",
-            )
-        )
-        out = capsys.readouterr().out
-        assert status == 0, out
-        assert "SLURM array" in out and out.count("[done]") == 4, out
-        assert_sweep_results(base)
+        yield cluster.env
     finally:
         cluster.stop()
+
+
+SLURM_ON_CPUS = ("executor=slurm", "wait=True", "slurm.time=00:10:00", "slurm.gpus_per_node=0")
+
+
+@pytest.mark.slurm
+def test_slurm_sweep_on_a_local_cluster(slurm_env, tmp_path, capsys, monkeypatch):
+    for key, value in slurm_env.items():
+        monkeypatch.setenv(key, value)
+    # Jobs inherit the submitting environment (sbatch --export=ALL): the same two CPU devices.
+    monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", TEST_XLA_FLAGS))
+    base = tmp_path / "sweep"
+    status = launch(
+        settings(base, *TINY_SWEEP, *SLURM_ON_CPUS, "slurm.cpus_per_task=1", "slurm.max_parallel=1")
+    )
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "SLURM array" in out and out.count("[done]") == 4, out
+    assert_sweep_results(base)
+
+
+@pytest.mark.slurm
+def test_a_two_task_slurm_job_is_one_run_over_both_processes(
+    slurm_env, tmp_path, capsys, monkeypatch
+):
+    for key, value in slurm_env.items():
+        monkeypatch.setenv(key, value)
+    # One CPU device per task: the run's mesh has two devices only if the tasks joined up.
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
+    base = tmp_path / "sweep"
+    sweep = settings(
+        base,
+        "systems=[stoix/systems/ppo/anakin/ff_ppo.py]",
+        "envs=[gymnax/cartpole]",
+        "seeds=[0]",
+        'overrides=["arch.total_timesteps=4096","arch.num_evaluation=2",'
+        '"arch.num_eval_episodes=4","arch.total_num_envs=8",'
+        '"arch.absolute_metric_episode_multiplier=2","logger=json_only",'
+        '"logger.use_console=True"]',
+        *SLURM_ON_CPUS,
+        "slurm.cpus_per_task=1",
+        "slurm.tasks_per_node=2",
+    )
+    status = launch(sweep)
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert out.count("[done]") == 1, out
+    (metrics,) = metrics_files(base)
+    assert json.loads(metrics.read_text())
+    task_logs = sorted((base / "_submitit").rglob("*_log.out"))
+    assert len(task_logs) == 2, task_logs
+    first, second = (log.read_text() for log in task_logs)
+    assert "on 2 device(s)" in first and "in 2 processes" in first, first[-2000:]
+    assert "EVAL" not in second, second[-2000:]
+
+
+def test_multi_task_slurm_jobs_join_one_run_and_bad_shapes_are_refused(tmp_path):
+    from stoix.utils.launching import LaunchError, plan_jobs
+
+    def job_overrides(*overrides: str) -> tuple:
+        (job,) = plan_jobs(
+            settings(
+                tmp_path,
+                "systems=[stoix/systems/ppo/anakin/ff_ppo.py]",
+                "envs=[gymnax/cartpole]",
+                "seeds=[0]",
+                *overrides,
+            )
+        )
+        return job.overrides
+
+    assert job_overrides() == ()
+    assert job_overrides("slurm.nodes=2", "slurm.gpus_per_node=4", "slurm.tasks_per_node=4") == (
+        "arch.distributed.enabled=True",
+    )
+    # One task per node drives all of the node's GPUs, not only the first.
+    assert job_overrides("slurm.nodes=2", "slurm.gpus_per_node=2") == (
+        "arch.distributed.enabled=True",
+        "arch.distributed.local_device_ids=[0,1]",
+    )
+    assert job_overrides("executor=local", "slurm.nodes=2") == ()
+    with pytest.raises(LaunchError, match="slurm.tasks_per_node=3 must be 1"):
+        job_overrides("slurm.gpus_per_node=4", "slurm.tasks_per_node=3")
+    with pytest.raises(LaunchError, match="only Anakin systems"):
+        plan_jobs(
+            settings(
+                tmp_path,
+                "systems=[stoix/systems/ppo/sebulba/ff_ppo.py]",
+                "slurm.nodes=2",
+            )
+        )
+    with pytest.raises(LaunchError, match="slurm.nodes=0"):
+        job_overrides("slurm.nodes=0")

@@ -21,6 +21,7 @@ On-disk layout of a checkpointer's `directory` (normally `<runs_root>/<run_id>/c
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -35,6 +36,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocp_policies
+
+from stoix.utils.distributed import barrier, is_primary
 
 # 2: PPO learner states carry the next observation instead of the whole timestep.
 FORMAT_VERSION: int = 2
@@ -52,8 +55,12 @@ _INTEGRITY_ITEMS = (_STATE_ITEM, _META_ITEM)
 _READ_CHUNK_BYTES = 16 * 1024 * 1024
 # Paths, sinks and checkpoint switches live here: none of them changes the numbers.
 _IGNORED_CONFIG_SECTION = "logger"
+_IGNORED_ARCH_KEY = "distributed"
 _MAX_NAMED_ITEMS = 3
 _FINGERPRINT_CHARS = 16
+# Multi-host saves end at a barrier whose name must never repeat; every process counts its saves
+# in the same order.
+_SAVE_COUNT = itertools.count()
 
 
 class CheckpointError(Exception):
@@ -148,6 +155,12 @@ def _numeric_config(config: Mapping[str, Any]) -> Dict[str, Any]:
     """The part of a config that can change a run's numbers, as plain values."""
     plain = _to_plain(config)
     plain.pop(_IGNORED_CONFIG_SECTION, None)
+    # Which process this is and where its coordinator listens differ between the processes of
+    # one run and between jobs; the devices they add up to are what the numbers depend on, and
+    # those shape the learner state, which restore checks leaf by leaf.
+    arch = plain.get("arch")
+    if isinstance(arch, dict):
+        arch.pop(_IGNORED_ARCH_KEY, None)
     return plain
 
 
@@ -156,7 +169,8 @@ def _canonical_json(value: Any) -> str:
 
 
 def config_fingerprint(config: Mapping[str, Any]) -> str:
-    """Stable hash of a resolved plain-dict config, ignoring the top-level "logger" section.
+    """Stable hash of a resolved plain-dict config, ignoring the top-level "logger" section
+    and `arch.distributed`.
 
     Paths, sinks and checkpoint switches don't change the numbers, so a run may be resumed
     with different ones.
@@ -408,7 +422,8 @@ class Checkpointer:
         self._directory = Path(directory).absolute()
         self._config: Dict[str, Any] = _to_plain(config)
         self._fingerprint = config_fingerprint(config)
-        _purge_trash(self._directory)
+        if is_primary():
+            _purge_trash(self._directory)
         retention = ocp_policies.AnyPreservationPolicy(
             [
                 ocp_policies.LatestN(n=keep_latest),
@@ -484,8 +499,12 @@ class Checkpointer:
             force=True,
         )
         self._manager.wait_until_finished()
-        _write_integrity(self._directory / str(period))
-        _purge_trash(self._directory)
+        # In a multi-host run orbax has every process write the array shards it holds; the
+        # files describing the whole checkpoint are process 0's.
+        if is_primary():
+            _write_integrity(self._directory / str(period))
+            _purge_trash(self._directory)
+        barrier(f"stoix_checkpoint_{next(_SAVE_COUNT)}")
 
     def latest_period(self) -> int | None:
         """The most recent saved period, or None when there is no checkpoint."""
@@ -566,7 +585,8 @@ class Checkpointer:
     def close(self) -> None:
         """Finishes pending orbax work and releases its resources."""
         self._manager.close()
-        _purge_trash(self._directory)
+        if is_primary():
+            _purge_trash(self._directory)
 
     def __enter__(self) -> "Checkpointer":
         return self

@@ -44,6 +44,7 @@ class SlurmSettings:
     account: str | None = None
     qos: str | None = None
     nodes: int = 1
+    tasks_per_node: int = 1
     max_parallel: int | None = None
     setup: List[str] = field(default_factory=list)
     additional_parameters: Dict[str, Any] = field(default_factory=dict)
@@ -178,13 +179,48 @@ def plan_jobs(settings: LaunchSettings) -> List[Job]:
     systems = [SystemFile.from_path(path) for path in settings.systems]
     base = str(Path(settings.base_exp_path).expanduser().resolve())
     grid = [tuple(entry) for entry in settings.grid] or [()]
+    overrides = tuple(settings.overrides) + multihost_overrides(settings, systems)
     return [
-        Job(system, env, seed, base, tuple(settings.overrides), entry)
+        Job(system, env, seed, base, overrides, entry)
         for system in systems
         for env in settings.envs
         for entry in grid
         for seed in settings.seeds
     ]
+
+
+def multihost_overrides(settings: LaunchSettings, systems: Sequence[SystemFile]) -> Tuple[str, ...]:
+    """What makes a SLURM job of several tasks ONE run over all their devices.
+
+    srun starts the job's function once per task; without `arch.distributed` each task would be
+    an independent copy of the run writing the same results. jax reads the process count, rank
+    and coordinator from SLURM's variables and gives each task the GPU of its node-local rank, so
+    a task either drives one GPU or (one task per node) all of its node's GPUs.
+    """
+    slurm = settings.slurm
+    if slurm.nodes < 1 or slurm.tasks_per_node < 1:
+        raise LaunchError(
+            f"slurm.nodes={slurm.nodes} and slurm.tasks_per_node={slurm.tasks_per_node} must "
+            "both be at least 1"
+        )
+    if settings.executor is not Executor.slurm or slurm.nodes * slurm.tasks_per_node == 1:
+        return ()
+    for system in systems:
+        if system.arch != "anakin":
+            raise LaunchError(
+                f"{system.path}: only Anakin systems run across processes; set slurm.nodes=1 "
+                "and slurm.tasks_per_node=1 for Sebulba"
+            )
+    gpus = slurm.gpus_per_node or 0
+    if gpus and slurm.tasks_per_node not in (1, gpus):
+        raise LaunchError(
+            f"slurm.tasks_per_node={slurm.tasks_per_node} must be 1 (one process drives all "
+            f"of a node's GPUs) or slurm.gpus_per_node={gpus} (one process per GPU)"
+        )
+    extra = ["arch.distributed.enabled=True"]
+    if gpus > 1 and slurm.tasks_per_node == 1:
+        extra.append(f"arch.distributed.local_device_ids=[{','.join(map(str, range(gpus)))}]")
+    return tuple(extra)
 
 
 def validate_jobs(jobs: Sequence[Job]) -> None:
@@ -253,6 +289,7 @@ def make_executor(settings: LaunchSettings, folder: Path) -> Any:
             timeout_min=timeout_min,
             cpus_per_task=slurm.cpus_per_task,
             nodes=slurm.nodes,
+            tasks_per_node=slurm.tasks_per_node,
             slurm_setup=list(slurm.setup),
             slurm_additional_parameters=dict(slurm.additional_parameters),
             **{key: value for key, value in optional.items() if value is not None},
@@ -327,7 +364,9 @@ def collect(jobs: Sequence[Job], handles: Sequence[Any]) -> List[JobOutcome]:
     outcomes = []
     for job, handle in zip(jobs, handles, strict=True):
         try:
-            outcomes.append(JobOutcome(job, handle.job_id, final_return=float(handle.result())))
+            # A multi-host job has one result per task; they are the same run, process 0 first.
+            final_return = float(handle.results()[0])
+            outcomes.append(JobOutcome(job, handle.job_id, final_return=final_return))
         except (FailedJobError, UncompletedJobError) as err:
             outcomes.append(
                 JobOutcome(job, handle.job_id, error=_job_error(str(err)), log=handle.paths.stderr)

@@ -31,6 +31,13 @@ from omegaconf import DictConfig, OmegaConf
 from stoix.base_types import LearnerState, Params, PRNGKey, TrainMetrics
 from stoix.evaluator.anakin import EvalActFn, EvalOutput, make_evaluator
 from stoix.utils.config import ConfigError, RunPlan, make_run_plan, to_plain
+from stoix.utils.distributed import (
+    broadcast_text,
+    initialise_distributed,
+    is_primary,
+    to_global,
+    to_host,
+)
 from stoix.utils.env_factory import make_env
 from stoix.utils.timing import CompileCounter
 from stoix.wrappers.episode import EpisodeEnv
@@ -173,7 +180,7 @@ def _seed_keys(seeds: Sequence[int], plan: RunPlan) -> Tuple[np.ndarray, np.ndar
 
 def _summarise_train(metrics: TrainMetrics, num_seeds: int) -> list[dict[str, float]]:
     """Reduces [D, S, B, U] metrics to one dict of scalars per seed."""
-    host = jax.device_get(metrics)
+    host = to_host(metrics)
     summaries = []
     for s in range(num_seeds):
         count = float(np.sum(host.num_episodes[:, s]))
@@ -194,7 +201,7 @@ def _summarise_train(metrics: TrainMetrics, num_seeds: int) -> list[dict[str, fl
 
 def _eval_to_host(out: EvalOutput, num_episodes: int) -> list[dict[str, np.ndarray]]:
     """[D, S, E/D] device-split episodes → per seed {metric: [E]}."""
-    host = jax.device_get(out)
+    host = to_host(out)
     results = []
     for s in range(host.episode_return.shape[1]):
         results.append(
@@ -230,7 +237,8 @@ def run_directory(cfg: DictConfig, system: Any, plain: dict) -> Tuple[Path, bool
         return found, True
     from stoix.utils.checkpointing import config_fingerprint
 
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    # Every process of a multi-host run must agree on the directory its checkpoints go to.
+    stamp = broadcast_text(datetime.now().strftime("%Y%m%d-%H%M%S-%f"))
     return runs_root / f"{stamp}_{config_fingerprint(plain)[:8]}", False
 
 
@@ -261,7 +269,8 @@ def open_checkpoints(
         payload, info = checkpointer.restore(payload)
     except CheckpointError as err:
         raise ConfigError(f"cannot resume from {run_dir}: {err}") from err
-    print(f"Resuming {run_dir} after evaluation {info.period + 1}/{num_evaluation}")
+    if is_primary():
+        print(f"Resuming {run_dir} after evaluation {info.period + 1}/{num_evaluation}")
     return checkpointer, payload, info.period + 1
 
 
@@ -274,9 +283,20 @@ def open_run_logger(
     plan: RunPlan,
 ) -> "StoixLogger":
     """Creates the run directory (with the resolved config, unless resuming) and its logger;
-    the first thing a run writes, once every check has passed and everything has compiled."""
+    the first thing a run writes, once every check has passed and everything has compiled.
+    In a multi-host run only process 0 writes: the others get a logger with no sinks."""
     from stoix.utils.logger import StoixLogger
 
+    if not is_primary():
+        return StoixLogger(
+            run_dir,
+            identity,
+            num_periods=plan.num_evaluation,
+            total_steps=plan.total_steps,
+            use_console=False,
+            use_json=False,
+            use_tb=False,
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
@@ -307,7 +327,9 @@ def run_anakin_measured(cfg: DictConfig, system: AnakinSystem) -> RunResult:
 
     OmegaConf.set_readonly(cfg, True)
     # CONFIG CHECKS: all of them happen before compiling or writing anything.
-    devices = jax.devices()
+    initialise_distributed(cfg)  # before anything touches a device
+    devices = jax.devices()  # every process's devices: the mesh spans all of them
+    primary = is_primary()
     plan = make_run_plan(cfg, len(devices))
     system.validate(cfg, plan)
     env = make_env(cfg.env)
@@ -432,7 +454,7 @@ def run_anakin_measured(cfg: DictConfig, system: AnakinSystem) -> RunResult:
     tuned = {plan.sweep_key: np.asarray(swept, np.float32)} if plan.sweep_key else {}
     shared = jax.device_get(jax.jit(jax.vmap(parts.init_shared))(params_keys, tuned))
     shared = jax.tree.map(lambda x: np.broadcast_to(x[None], (plan.num_devices,) + x.shape), shared)
-    state = init(jax.device_put(shared, sharded), jax.device_put(replica_keys, sharded))
+    state = init(to_global(shared, sharded), to_global(replica_keys, sharded))
     payload = CheckpointPayload(
         learner_state=state,
         best_actor_params=extract_actor(state),
@@ -446,8 +468,10 @@ def run_anakin_measured(cfg: DictConfig, system: AnakinSystem) -> RunResult:
     best_params = payload.best_actor_params
     best_returns = np.asarray(payload.best_returns, np.float32).copy()
 
-    print(f"Run plan: {plan.describe()}")
-    if plan.total_steps != plan.requested_steps:
+    if primary:
+        processes = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
+        print(f"Run plan: {plan.describe()}{processes}")
+    if primary and plan.total_steps != plan.requested_steps:
         print(
             f"Warning: {plan.requested_steps:,} steps requested; {plan.total_steps:,} will run "
             f"so that every evaluation period holds {plan.updates_per_evaluation} whole updates.",
@@ -466,7 +490,7 @@ def run_anakin_measured(cfg: DictConfig, system: AnakinSystem) -> RunResult:
     )
     eval_base_key = eval_keys[0]
     evaluate_compiled = evaluate.lower(best_params, eval_base_key).compile()
-    improved_template = jax.device_put(np.zeros((plan.num_devices, plan.num_runs), bool), sharded)
+    improved_template = to_global(np.zeros((plan.num_devices, plan.num_runs), bool), sharded)
     keep_best_compiled = keep_best.lower(best_params, best_params, improved_template).compile()
     # The absolute metric reuses the evaluation program, once per multiple of its episodes, with
     # keys made now: a second evaluator of 10× the width would cost one more compilation per run.
@@ -478,7 +502,8 @@ def run_anakin_measured(cfg: DictConfig, system: AnakinSystem) -> RunResult:
     compile_seconds = time.perf_counter() - compile_start
 
     logger = open_run_logger(cfg, plain, run_dir, resume, identity, plan)
-    print(f"Writing to {run_dir} (compiled in {compile_seconds:.1f}s)")
+    if primary:
+        print(f"Writing to {run_dir} (compiled in {compile_seconds:.1f}s)")
 
     startup_compilations = compile_counter.count
     last_return = float("nan")
@@ -510,7 +535,7 @@ def run_anakin_measured(cfg: DictConfig, system: AnakinSystem) -> RunResult:
             improved = mean_returns > best_returns
             improved_per_device = np.broadcast_to(improved, (plan.num_devices, plan.num_runs))
             best_params = keep_best_compiled(
-                best_params, actor_params, jax.device_put(improved_per_device, sharded)
+                best_params, actor_params, to_global(improved_per_device, sharded)
             )
             best_returns = np.where(improved, mean_returns, best_returns)
             last_return = float(mean_returns.mean())
@@ -551,7 +576,7 @@ def run_anakin_measured(cfg: DictConfig, system: AnakinSystem) -> RunResult:
         logger.close()
         if checkpointer is not None:
             checkpointer.close()
-    if bool(cfg.arch.get("report_compiles", False)):
+    if primary and bool(cfg.arch.get("report_compiles", False)):
         print(f"XLA compilations: {compile_counter.count}")
     return RunResult(
         final_return=last_return,
