@@ -14,6 +14,8 @@ REPO = Path(__file__).resolve().parent.parent
 # the compiled loops of the learning tests run as fast as at level 2 (measured on 2 cores: a
 # smoke run's compilation 24 s → 14 s; PQN's CartPole test 52 s → 46 s).
 TEST_XLA_FLAGS = "--xla_force_host_platform_device_count=2 --xla_backend_optimization_level=1"
+# For the processes of a multi-host test: each holds one of the two devices.
+ONE_DEVICE_XLA_FLAGS = TEST_XLA_FLAGS.replace("device_count=2", "device_count=1")
 
 # A budget that compiles and runs in seconds: 2 evaluations, tiny batch, few eval episodes.
 TINY = (

@@ -12,7 +12,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from stoix.utils.launching import LaunchSettings, launch, main, settings_from_config
-from tests.helpers import REPO, TEST_XLA_FLAGS
+from tests.helpers import ONE_DEVICE_XLA_FLAGS, REPO, TEST_XLA_FLAGS
 from tests.slurm_cluster import ClusterUnavailable, LocalSlurmCluster, missing_binaries
 
 LAUNCHER_CONFIGS = REPO / "stoix" / "configs" / "launcher"
@@ -173,7 +173,7 @@ def test_a_two_task_slurm_job_is_one_run_over_both_processes(
     for key, value in slurm_env.items():
         monkeypatch.setenv(key, value)
     # One CPU device per task: the run's mesh has two devices only if the tasks joined up.
-    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
+    monkeypatch.setenv("XLA_FLAGS", ONE_DEVICE_XLA_FLAGS)
     base = tmp_path / "sweep"
     sweep = settings(
         base,

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from stoix.utils.checkpointing import config_fingerprint
 from stoix.utils.config import ConfigError
 from stoix.utils.distributed import distributed_settings
-from tests.helpers import REPO, TINY, read_metrics, run_script
+from tests.helpers import ONE_DEVICE_XLA_FLAGS, REPO, TINY, read_metrics, run_script
 
 PPO = "stoix/systems/ppo/anakin/ff_ppo.py"
 RUN = (*TINY, "arch.total_timesteps=4096", "logger.checkpointing.save_model=True")
@@ -34,7 +34,7 @@ def _without_cluster(env: dict) -> dict:
 
 def _start_process(process_id: int, port: int, base: Path) -> subprocess.Popen:
     env = _without_cluster(dict(os.environ))
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+    env["XLA_FLAGS"] = ONE_DEVICE_XLA_FLAGS
     env["JAX_PLATFORMS"] = "cpu"
     overrides = [
         *RUN,
