@@ -1,10 +1,12 @@
 """Multi-host Anakin: two processes on loopback (CPU collectives over gloo), one mesh."""
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Sequence, Tuple
 
 import jax
 import numpy as np
@@ -32,7 +34,9 @@ def _without_cluster(env: dict) -> dict:
     return {k: v for k, v in env.items() if not k.startswith(("SLURM_", "JAX_COORDINATOR"))}
 
 
-def _start_process(process_id: int, port: int, base: Path) -> subprocess.Popen:
+def _start_process(
+    process_id: int, port: int, base: Path, wrapper: Sequence[str] = ()
+) -> subprocess.Popen:
     env = _without_cluster(dict(os.environ))
     env["XLA_FLAGS"] = ONE_DEVICE_XLA_FLAGS
     env["JAX_PLATFORMS"] = "cpu"
@@ -47,7 +51,7 @@ def _start_process(process_id: int, port: int, base: Path) -> subprocess.Popen:
         "arch.distributed.initialization_timeout_s=120",
     ]
     return subprocess.Popen(
-        [sys.executable, str(REPO / PPO), *overrides],
+        [*wrapper, sys.executable, str(REPO / PPO), *overrides],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -69,9 +73,9 @@ def _latest_checkpoint(base: Path) -> dict:
     }
 
 
-def test_two_processes_train_as_one_run_that_matches_one_process_on_two_devices(tmp_path):
+def _run_two_processes(base: Path, wrapper: Sequence[str] = ()) -> Tuple[list, list]:
     port = _free_port()
-    processes = [_start_process(i, port, tmp_path / "two_processes") for i in (0, 1)]
+    processes = [_start_process(i, port, base, wrapper) for i in (0, 1)]
     outputs = []
     try:
         for process in processes:
@@ -79,6 +83,16 @@ def test_two_processes_train_as_one_run_that_matches_one_process_on_two_devices(
     finally:
         for process in processes:
             process.kill()
+    return processes, outputs
+
+
+def test_two_processes_train_as_one_run_that_matches_one_process_on_two_devices(tmp_path):
+    try:
+        # gloo binds each process's collectives to the address its hostname resolves to.
+        socket.getaddrinfo(socket.gethostname(), None)
+    except OSError as err:
+        pytest.skip(f"this machine's hostname does not resolve ({err}); gloo cannot connect")
+    processes, outputs = _run_two_processes(tmp_path / "two_processes")
     for process, (_, stderr) in zip(processes, outputs, strict=True):
         assert process.returncode == 0, stderr[-3000:]
     one = run_script(PPO, [*RUN, f"logger.base_exp_path={tmp_path / 'one_process'}"])
@@ -116,6 +130,21 @@ def test_two_processes_train_as_one_run_that_matches_one_process_on_two_devices(
     resumed = run_script(PPO, [*RUN, f"logger.checkpointing.load_path={run_dir}"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"Resuming {run_dir} after evaluation 2/2" in resumed.stdout
+
+
+def test_devices_that_cannot_start_their_collectives_stop_both_processes_with_one_line(tmp_path):
+    # A host name that does not resolve (its own UTS namespace) leaves gloo without an address.
+    wrapper = ("unshare", "-u", "sh", "-c", 'hostname stoix-unresolvable && exec "$0" "$@"')
+    if shutil.which("unshare") is None or subprocess.run([*wrapper, "true"]).returncode != 0:
+        pytest.skip("cannot give a process its own host name here (needs unshare and root)")
+    base = tmp_path / "runs"
+    processes, outputs = _run_two_processes(base, wrapper)
+    for process, (_, stderr) in zip(processes, outputs, strict=True):
+        assert process.returncode == 2, stderr[-3000:]
+        error = stderr.strip().splitlines()[-1]
+        assert error.startswith("stoix: error: arch.distributed: the devices did not start")
+        assert "'stoix-unresolvable', to resolve" in error
+    assert not base.exists()
 
 
 def test_a_process_whose_coordinator_never_answers_stops_with_one_line(tmp_path):

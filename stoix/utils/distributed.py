@@ -129,6 +129,16 @@ def initialise_distributed(cfg: DictConfig) -> None:
     except RuntimeError as err:
         # Backends already started, or the coordinator never answered.
         raise ConfigError(f"arch.distributed: cannot join the job ({_first_line(err)})") from None
+    try:
+        jax.devices()  # starts the backends, and with them the cross-process collectives
+    except RuntimeError as err:
+        hint = ""
+        if "gloo" in str(err):
+            host = socket.gethostname()
+            hint = f"; CPU collectives (gloo) need this host's name, {host!r}, to resolve"
+        raise ConfigError(
+            f"arch.distributed: the devices did not start ({_first_line(err)}){hint}"
+        ) from None
 
 
 def _wait_for_coordinator(address: str, timeout_s: int) -> None:
