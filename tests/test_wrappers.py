@@ -1,5 +1,9 @@
 """EpisodeEnv over gymnax: auto-reset, termination vs truncation, metrics, the step cap."""
 
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,6 +13,7 @@ from stoix.base_types import StepType
 from stoix.utils.env_factory import make_env
 from stoix.wrappers.episode import EpisodeEnv
 from stoix.wrappers.gymnax import GYMNAX_TASKS, GymnaxAdapter
+from tests.helpers import REPO
 
 
 def rollout(env, actions, key=0):
@@ -109,3 +114,30 @@ def test_step_to_end_matches_step_but_never_resets():
     )
     assert not np.allclose(ts.observation.agent_view, ts_to_end.observation.agent_view)
     assert abs(float(kept_state.adapter_state.theta)) > 0.2
+
+
+def test_gymnax_adapter_defers_the_plotting_imports_and_rendering_still_finds_them():
+    """A fresh interpreter: importing the adapter must not import seaborn or pyplot (about 2 s
+    of every run's start-up), and using them afterwards imports the real modules."""
+    script = """
+import sys
+import stoix.wrappers.gymnax
+assert "scipy.stats" not in sys.modules, "seaborn's dependencies were imported"
+assert type(sys.modules["seaborn"]).__name__ == "_DeferredModule"
+import seaborn as sns
+import matplotlib.pyplot as plt
+from matplotlib.pyplot import Figure
+assert len(sns.color_palette("cubehelix", 3)) == 3
+assert isinstance(plt.figure(), Figure)
+assert type(sys.modules["seaborn"]).__name__ == "module"
+assert "scipy.stats" in sys.modules
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        env={**os.environ, "JAX_PLATFORMS": "cpu", "MPLBACKEND": "Agg"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -6,14 +6,19 @@ episode; this adapter calls `step_env` and leaves auto-reset to `EpisodeEnv`.
 
 from typing import Any, Tuple
 
-import gymnax
-import jax
-import jax.numpy as jnp
-import numpy as np
-from gymnax.environments import spaces
+from stoix.utils.deferred_imports import defer_imports
 
-from stoix.base_types import Action, EnvSpec, Observation, PRNGKey
-from stoix.wrappers.episode import AdapterStep
+# Only gymnax's render methods use these; importing them costs every run ~2 s of start-up.
+defer_imports("seaborn", "matplotlib.pyplot")
+
+import gymnax  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from gymnax.environments import spaces  # noqa: E402
+
+from stoix.base_types import Action, EnvSpec, Observation, PRNGKey  # noqa: E402
+from stoix.wrappers.episode import AdapterStep  # noqa: E402
 
 GYMNAX_TASKS = {
     "cartpole": "CartPole-v1",
