@@ -26,6 +26,15 @@ TINY = (
     "logger.use_console=False",
 )
 
+# TINY for Sebulba systems: one short rollout, two minibatches, one epoch per update.
+SEBULBA_TINY = (
+    *TINY,
+    "system.rollout_length=8",
+    "system.num_minibatches=2",
+    "system.epochs=1",
+    "arch.total_timesteps=256",
+)
+
 
 def run_script(
     script: str,

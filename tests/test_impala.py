@@ -7,7 +7,7 @@ import pytest
 import rlax
 
 from stoix.systems.impala.impala_losses import VTraceInputs, vtrace_losses, vtrace_per_step
-from tests.helpers import read_metrics, run_script, runs_of
+from tests.helpers import SEBULBA_TINY, read_metrics, run_script, runs_of
 
 SCRIPT = "stoix/systems/impala/sebulba/ff_impala.py"
 GAMMA, LAMBDA = 0.9, 0.8
@@ -82,17 +82,7 @@ def test_vtrace_losses_average_over_the_kept_steps_only():
 def test_impala_smoke_on_two_devices(tmp_path):
     result = run_script(
         SCRIPT,
-        [
-            "arch.total_num_envs=8",
-            "arch.num_evaluation=2",
-            "arch.num_eval_episodes=4",
-            "arch.absolute_metric_episode_multiplier=2",
-            "logger.use_console=False",
-            "system.rollout_length=8",
-            "system.num_minibatches=2",
-            "arch.total_timesteps=256",
-            f"logger.base_exp_path={tmp_path}",
-        ],
+        [*SEBULBA_TINY, f"logger.base_exp_path={tmp_path}"],
     )
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = runs_of(read_metrics(tmp_path)).values()

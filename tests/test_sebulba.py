@@ -17,20 +17,17 @@ from stoix.systems.ppo.ppo_losses import clipped_policy_loss, masked_advantage, 
 from stoix.utils.config import ConfigError
 from stoix.utils.entry import compose_config
 from stoix.utils.sebulba import Lifetime, ThreadFailure, make_sebulba_plan, resolve_layout
-from tests.helpers import REPO, TEST_XLA_FLAGS, read_metrics, run_script, runs_of
+from tests.helpers import (
+    REPO,
+    SEBULBA_TINY,
+    TEST_XLA_FLAGS,
+    read_metrics,
+    run_script,
+    runs_of,
+)
 
 SCRIPT = "stoix/systems/ppo/sebulba/ff_ppo.py"
-SMALL = (
-    "arch.total_num_envs=8",
-    "arch.num_evaluation=2",
-    "arch.num_eval_episodes=4",
-    "arch.absolute_metric_episode_multiplier=2",
-    "logger.use_console=False",
-    "system.rollout_length=8",
-    "system.num_minibatches=2",
-    "system.epochs=1",
-    "arch.total_timesteps=256",
-)
+SMALL = SEBULBA_TINY
 
 
 def _config(*overrides: str):

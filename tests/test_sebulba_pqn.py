@@ -20,21 +20,10 @@ from stoix.systems.q_learning.anakin.ff_pqn import (
 from stoix.systems.q_learning.sebulba.ff_pqn import ActorExtras, rollout_batch
 from stoix.utils.entry import compose_config
 from stoix.utils.sebulba import Rollout
-from tests.helpers import read_metrics, run_script, runs_of
+from tests.helpers import SEBULBA_TINY, read_metrics, run_script, runs_of
 
 SCRIPT = "stoix/systems/q_learning/sebulba/ff_pqn.py"
-SMALL = (
-    "arch.total_num_envs=8",
-    "arch.num_evaluation=2",
-    "arch.num_eval_episodes=4",
-    "arch.absolute_metric_episode_multiplier=2",
-    "logger.use_console=False",
-    "logger.use_tb=False",
-    "system.rollout_length=8",
-    "system.num_minibatches=2",
-    "system.epochs=1",
-    "arch.total_timesteps=256",
-)
+SMALL = (*SEBULBA_TINY, "logger.use_tb=False")
 
 # MASKED Q(λ) LOSS on a hand-made rollout of T=5 steps in N=2 envs. Observation ids index a
 # table of Q-values; env 0's steps hold states 0–5, env 1's states 6–11.
