@@ -293,6 +293,21 @@ class _Stopwatch:
         self._clock.add(self._stage, time.perf_counter() - self._start)
 
 
+def _copy_to(tree: Any, device: jax.Device) -> Any:
+    """A copy of `tree` on `device` that owns its buffers, whatever devices `tree` is on."""
+
+    def copy_leaf(leaf: Any) -> Any:
+        # `device_put(..., may_alias=False)` of an array replicated over several devices still
+        # hands back its shard on `device` (jax 0.10); copying that shard itself does not.
+        if isinstance(leaf, jax.Array):
+            for shard in leaf.addressable_shards:
+                if shard.device == device and shard.data.shape == leaf.shape:
+                    return jax.device_put(shard.data, device, may_alias=False)
+        return jax.device_put(leaf, device, may_alias=False)
+
+    return jax.tree.map(copy_leaf, tree)
+
+
 class ParamSource:
     """The newest actor parameters, copied to every actor device when published."""
 
@@ -303,7 +318,9 @@ class ParamSource:
         self._version = -1
 
     def publish(self, params: Params, version: int) -> None:
-        copies = {device: jax.device_put(params, device) for device in self._devices}
+        # Always a copy: on a device the learner shares, `device_put` would otherwise return
+        # the learner's own buffers, which the next (donating) update deletes under the actors.
+        copies = {device: _copy_to(params, device) for device in self._devices}
         with self._lock:
             self._copies, self._version = copies, version
 
@@ -556,14 +573,14 @@ def _run(
     )
     params_key, actors_key = jax.random.split(jax.random.PRNGKey(seed))
     state = jax.device_put(jax.jit(parts.init_learner)(params_key), replicated)
-    best_params = jax.device_put(parts.actor_params(state), layout.evaluator_device)
+    best_params = _copy_to(parts.actor_params(state), layout.evaluator_device)
     payload = CheckpointPayload(state, best_params, np.full((1,), -np.inf, np.float32))
     ckpt_cfg = cfg.logger.checkpointing
     checkpointer, payload, start_period = open_checkpoints(
         cfg, plain, run_dir, resume, payload, plan.num_evaluation
     )
     state = jax.device_put(payload.learner_state, replicated)
-    best_params = jax.device_put(payload.best_actor_params, layout.evaluator_device)
+    best_params = _copy_to(payload.best_actor_params, layout.evaluator_device)
     best_return = float(np.asarray(payload.best_returns)[0])
     print(f"Run plan: {describe_plan(plan, layout)}")
     if plan.total_steps != plan.requested_steps:
@@ -674,7 +691,7 @@ def _run(
 
             # EVALUATE on the evaluator's own env pool; keep the best parameters.
             eval_start = time.perf_counter()
-            actor_params = jax.device_put(parts.actor_params(state), layout.evaluator_device)
+            actor_params = _copy_to(parts.actor_params(state), layout.evaluator_device)
             evaluation, eval_key = evaluate_on_host(
                 eval_env, eval_compiled, actor_params, eval_key, eval_max_steps
             )
