@@ -10,9 +10,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from stoix.utils.config_error import ConfigError
+from stoix.utils.schema import validate_config
 
-class ConfigError(ValueError):
-    """A user-facing, one-line reason why a config cannot run."""
+__all__ = ["ConfigError", "RunPlan", "check_divides", "check_range", "make_run_plan", "to_plain"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class RunPlan:
     requested_steps: int  # what the config asked for (for the warning)
     num_eval_episodes: int
     eval_episodes_per_device: int
+    replica_label: str = "device(s)"  # what num_devices counts: devices, or Sebulba's actor threads
 
     @property
     def steps_per_evaluation(self) -> int:
@@ -50,7 +52,7 @@ class RunPlan:
             f"{self.total_steps:,} env steps per seed = {self.num_evaluation} evaluations × "
             f"{self.updates_per_evaluation} updates × {self.steps_per_update:,} steps "
             f"({self.total_num_envs} envs × {self.rollout_length} rollout) on "
-            f"{self.num_devices} device(s), {self.num_seeds} seed(s), update batch "
+            f"{self.num_devices} {self.replica_label}, {self.num_seeds} seed(s), update batch "
             f"{self.update_batch_size}"
             + (
                 f", {self.sweep_key} swept over {list(self.sweep_values)} ({self.num_runs} runs)"
@@ -125,12 +127,23 @@ def _sweep(cfg: DictConfig) -> tuple[str | None, tuple[float, ...]]:
     return key, numbers
 
 
-def make_run_plan(cfg: DictConfig, num_devices: int) -> RunPlan:
-    """Reconciles steps, envs, devices, rollout length and evaluation count.
+def make_run_plan(cfg: DictConfig, num_devices: int, replica_label: str | None = None) -> RunPlan:
+    """Checks the config against the schema, then reconciles steps, envs, devices, rollout
+    length and evaluation count.
 
     The run never drops updates silently: the plan states the exact number of env steps that
     will run, which `total_steps` reports and the runner prints when it differs from the ask.
+
+    Args:
+        cfg: the composed config.
+        num_devices: how many parts the envs are split over (devices, or actor threads).
+        replica_label: what those parts are, for messages; by default "actor thread(s)" with
+            arch=sebulba (its actor threads take the role of Anakin's devices), else "device(s)".
     """
+    validate_config(cfg)
+    if replica_label is None:
+        sebulba = OmegaConf.select(cfg, "arch.architecture_name", default=None) == "sebulba"
+        replica_label = "actor thread(s)" if sebulba else "device(s)"
     num_seeds = _positive_int(cfg, "arch.num_seeds")
     update_batch = _positive_int(cfg, "arch.update_batch_size")
     total_envs = _positive_int(cfg, "arch.total_num_envs")
@@ -142,7 +155,7 @@ def make_run_plan(cfg: DictConfig, num_devices: int) -> RunPlan:
     replicas = num_devices * update_batch
     if total_envs % replicas:
         raise ConfigError(
-            f"arch.total_num_envs={total_envs} is not divisible by {num_devices} device(s) × "
+            f"arch.total_num_envs={total_envs} is not divisible by {num_devices} {replica_label} × "
             f"arch.update_batch_size={update_batch}"
         )
     steps_per_update = total_envs * rollout
@@ -194,6 +207,7 @@ def make_run_plan(cfg: DictConfig, num_devices: int) -> RunPlan:
         requested_steps=requested,
         num_eval_episodes=num_eval_episodes,
         eval_episodes_per_device=-(-num_eval_episodes // num_devices),
+        replica_label=replica_label,
     )
 
 
