@@ -1,4 +1,5 @@
-"""Tests of the orbax checkpointer: round trips, retention, and refusing unusable checkpoints."""
+"""Tests of the orbax checkpointer: round trips, retention, resuming from the newest complete and
+intact checkpoint, and refusing checkpoints that can never suit the run."""
 
 import os
 
@@ -6,23 +7,26 @@ import os
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
 
 import copy  # noqa: E402
+import json  # noqa: E402
 import math  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any, Dict, NamedTuple  # noqa: E402
+from typing import Any, Dict, List, NamedTuple  # noqa: E402
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from jax.sharding import Mesh, NamedSharding, PartitionSpec  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
 
-from stoix.utils import checkpointing  # noqa: E402
+from stoix.utils import checkpoint_integrity, checkpointing  # noqa: E402
 from stoix.utils.checkpointing import (  # noqa: E402
     Checkpointer,
     CheckpointError,
     config_fingerprint,
     find_resumable_run,
 )
+from stoix.utils.config import ConfigError  # noqa: E402
 
 
 class Params(NamedTuple):
@@ -116,8 +120,9 @@ def test_round_trip_keeps_values_dtypes_and_shardings(tmp_path: Path) -> None:
     with Checkpointer(tmp_path / "checkpoints", _config()) as checkpointer:
         checkpointer.save(0, state, metric=12.5, steps_done=640)
         target = _zeros_like(state)
-        restored, info = checkpointer.restore(target)
+        restored, info, skipped = checkpointer.restore(target)
 
+    assert skipped == ()
     _assert_same(restored, state)
     assert restored.counters.key.dtype == jnp.uint32
     assert len(restored.env_states["position"].sharding.device_set) == 2
@@ -143,7 +148,7 @@ def test_round_trip_of_typed_keys_scalars_and_empty_nodes(tmp_path: Path) -> Non
 
     with Checkpointer(tmp_path / "checkpoints", _config()) as checkpointer:
         checkpointer.save(0, payload(5), metric=1.0, steps_done=10)
-        restored, _ = checkpointer.restore(payload(0))
+        restored = checkpointer.restore(payload(0)).payload
 
     expected = payload(5)
     assert restored["env_keys"].sharding == sharding
@@ -165,7 +170,7 @@ def test_a_new_checkpointer_resumes_from_disk(tmp_path: Path) -> None:
     # A logger-only change (new output path) must still resume.
     second = Checkpointer(directory, _config(base_exp_path="elsewhere"))
     assert second.latest_period() == 1
-    restored, info = second.restore(_zeros_like(_state()))
+    restored, info, _ = second.restore(_zeros_like(_state()))
     _assert_same(restored, _state(1))
     assert (info.period, info.steps_done) == (1, 200)
     second.save(2, _state(2), metric=0.5, steps_done=300)
@@ -180,7 +185,7 @@ def test_keeps_latest_and_best(tmp_path: Path) -> None:
 
     assert checkpointer.latest_period() == 4
     assert sorted(p.name for p in directory.iterdir() if p.name.isdigit()) == ["1", "4"]
-    restored, info = checkpointer.restore(_zeros_like(_state()), period=1)
+    restored, info, _ = checkpointer.restore(_zeros_like(_state()), period=1)
     _assert_same(restored, _state(1))
     assert (info.period, info.metric) == (1, 5.0)
     with pytest.raises(CheckpointError, match="period 2"):
@@ -242,41 +247,183 @@ def _latest_step_dir(directory: Path) -> Path:
     return max((p for p in directory.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
 
 
+def _array_files(step_dir: Path) -> List[Path]:
+    """The array data files of a checkpoint, largest first."""
+    files = [p for p in (step_dir / "state").rglob("*") if p.is_file() and p.parent.name == "d"]
+    assert files, "expected orbax array data files"
+    return sorted(files, key=lambda p: p.stat().st_size, reverse=True)
+
+
+def _flip_a_bit(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+def _big_payload(seed: int) -> Dict[str, jax.Array]:
+    # Large enough that a flipped bit lands in raw array bytes, which orbax restores silently.
+    return {"weights": jax.random.normal(jax.random.PRNGKey(seed), (256, 256))}
+
+
+def _rewrite_metadata(step_dir: Path, edit: Any) -> None:
+    """Changes a checkpoint's metadata and records the result, as a buggy writer would."""
+    path = step_dir / "meta" / "metadata"
+    path.write_text(json.dumps(edit(json.loads(path.read_text()))))
+    checkpoint_integrity.write_record(step_dir, checkpointing.FORMAT_VERSION)
+
+
+def test_integrity_record_covers_every_file_of_the_checkpoint(tmp_path: Path) -> None:
+    directory = tmp_path / "checkpoints"
+    with Checkpointer(directory, _config()) as checkpointer:
+        checkpointer.save(0, _state(), metric=1.0, steps_done=10)
+
+    step_dir = directory / "0"
+    record = checkpoint_integrity.read_record(step_dir)
+    on_disk = {
+        p.relative_to(step_dir).as_posix()
+        for p in step_dir.rglob("*")
+        if p.is_file() and p.name != "integrity.json"
+    }
+    assert record.format_version == checkpointing.FORMAT_VERSION == 3
+    assert set(record.files) == on_disk
+    assert "_CHECKPOINT_METADATA" in on_disk and "meta/metadata" in on_disk
+
+    # Orbax's own bookkeeping is checked too: it is read before any array is.
+    (step_dir / "_CHECKPOINT_METADATA").write_text("{}")
+    with Checkpointer(directory, _config()) as checkpointer:
+        with pytest.raises(CheckpointError, match=r"_CHECKPOINT_METADATA has .* bytes instead"):
+            checkpointer.restore(_zeros_like(_state()), period=0)
+
+
+def test_a_checkpoint_without_its_record_is_never_loaded(tmp_path: Path) -> None:
+    directory = tmp_path / "checkpoints"
+    with Checkpointer(directory, _config(), keep_latest=2) as checkpointer:
+        checkpointer.save(0, _big_payload(0), metric=1.0, steps_done=10)
+        checkpointer.save(1, _big_payload(1), metric=2.0, steps_done=20)
+
+    # What a kill between orbax's commit and the record leaves, with a bit flipped since.
+    (directory / "1" / "integrity.json").unlink()
+    _flip_a_bit(_array_files(directory / "1")[0])
+
+    with Checkpointer(directory, _config()) as checkpointer:
+        assert checkpointer.latest_period() == 0
+        restored, info, skipped = checkpointer.restore(_big_payload(7))
+    assert info.period == 0
+    _assert_same(restored, _big_payload(0))
+    assert [(s.period, s.moved_to) for s in skipped] == [(1, directory / "_rejected" / "1")]
+    assert skipped[0].reason.startswith("is incomplete: it has no integrity.json")
+    assert not (directory / "1").exists() and (directory / "_rejected" / "1" / "state").is_dir()
+
+
+def test_resume_takes_the_newest_intact_checkpoint_and_saves_after_it(tmp_path: Path) -> None:
+    directory = tmp_path / "checkpoints"
+    with Checkpointer(directory, _config(), keep_latest=5) as checkpointer:
+        for period in range(5):
+            checkpointer.save(period, _big_payload(period), metric=period, steps_done=period)
+
+    (directory / "4" / "integrity.json").unlink()
+    _flip_a_bit(_array_files(directory / "3")[0])
+    _flip_a_bit(directory / "2" / "integrity.json")
+    _rewrite_metadata(directory / "1", lambda raw: {**raw, "period": "one"})
+
+    checkpointer = Checkpointer(directory, _config(), keep_latest=2, keep_best=0)
+    restored, info, skipped = checkpointer.restore(_big_payload(7))
+    assert info.period == 0
+    _assert_same(restored, _big_payload(0))
+    reasons = {s.period: s.reason for s in skipped}
+    assert list(reasons) == [4, 3, 2, 1]
+    assert reasons[4].startswith("is incomplete")
+    assert reasons[3].startswith("is corrupt: state/") and "has been altered" in reasons[3]
+    assert reasons[2].startswith("has a damaged integrity.json")
+    assert reasons[1].startswith("has unreadable metadata (ValueError")
+    assert sorted(p.name for p in (directory / "_rejected").iterdir()) == ["1", "2", "3", "4"]
+
+    # The set-aside checkpoints are out of the way: saving continues after period 0, and
+    # retention ranks only real checkpoints.
+    for period in (1, 2, 3):
+        checkpointer.save(period, _big_payload(period), metric=0.0, steps_done=period)
+    checkpointer.close()
+    assert sorted(p.name for p in directory.iterdir() if p.name.isdigit()) == ["2", "3"]
+    with Checkpointer(directory, _config()) as reopened:
+        restored, info, skipped = reopened.restore(_big_payload(7))
+    assert (info.period, skipped) == (3, ())
+    _assert_same(restored, _big_payload(3))
+
+
+def test_a_save_killed_before_its_record_keeps_the_previous_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Killed(BaseException):
+        """Stands for a kill -9 right after orbax committed the step directory."""
+
+    directory = tmp_path / "checkpoints"
+    checkpointer = Checkpointer(directory, _config(), keep_latest=1, keep_best=0)
+    checkpointer.save(0, _state(0), metric=1.0, steps_done=10)
+
+    def killed(*args: Any) -> None:
+        raise Killed
+
+    monkeypatch.setattr(checkpointing, "write_record", killed)
+    with pytest.raises(Killed):
+        checkpointer.save(1, _state(1), metric=2.0, steps_done=20)
+    monkeypatch.undo()
+
+    # Retention must not have dropped period 0 for a checkpoint that never became complete.
+    with Checkpointer(directory, _config(), keep_latest=1, keep_best=0) as resumed:
+        restored, info, skipped = resumed.restore(_zeros_like(_state()))
+        assert info.period == 0 and [s.period for s in skipped] == [1]
+        _assert_same(restored, _state(0))
+        resumed.save(1, _state(1), metric=2.0, steps_done=20)
+    assert sorted(p.name for p in directory.iterdir() if p.name.isdigit()) == ["1"]
+
+
+def test_no_usable_checkpoint_lists_each_reason_and_moves_nothing(tmp_path: Path) -> None:
+    directory = tmp_path / "checkpoints"
+    with Checkpointer(directory, _config(), keep_latest=2) as checkpointer:
+        _save_periods(checkpointer, [1.0, 2.0])
+    (directory / "0" / "integrity.json").unlink()
+    _flip_a_bit(directory / "1" / "meta" / "metadata")
+
+    with Checkpointer(directory, _config()) as checkpointer:
+        with pytest.raises(CheckpointError) as refusal:
+            checkpointer.restore(_zeros_like(_state()))
+    message = str(refusal.value)
+    assert message.startswith(f"No usable checkpoint in {directory}: checkpoint 1 is corrupt: ")
+    assert "meta/metadata has been altered; checkpoint 0 is incomplete" in message
+    assert "\n" not in message
+    assert sorted(p.name for p in directory.iterdir()) == ["0", "1"]
+
+
 def test_truncated_array_data_is_refused(tmp_path: Path) -> None:
     directory = tmp_path / "checkpoints"
     with Checkpointer(directory, _config(), keep_latest=2) as checkpointer:
         _save_periods(checkpointer, [1.0, 2.0])
 
-    data_files = [p for p in (_latest_step_dir(directory) / "state").rglob("*") if p.is_file()]
-    data_files = [p for p in data_files if p.parent.name == "d"]
-    assert data_files, "expected orbax array data files"
-    for path in data_files:
+    for path in _array_files(_latest_step_dir(directory)):
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
     with Checkpointer(directory, _config()) as checkpointer:
-        with pytest.raises(CheckpointError, match="is corrupt: state/.* bytes instead of"):
-            checkpointer.restore(_zeros_like(_state()))
-        # The older checkpoint is untouched and still usable.
-        restored, _ = checkpointer.restore(_zeros_like(_state()), period=0)
+        # Asked for by period, it is refused and left where it is.
+        with pytest.raises(CheckpointError, match="1 is corrupt: state/.* bytes instead of"):
+            checkpointer.restore(_zeros_like(_state()), period=1)
+        assert (directory / "1").is_dir()
+        # Resuming falls back to the untouched older checkpoint.
+        restored, info, skipped = checkpointer.restore(_zeros_like(_state()))
+    assert info.period == 0 and [s.period for s in skipped] == [1]
     _assert_same(restored, _state(0))
 
 
 def test_flipped_bit_in_array_data_is_refused(tmp_path: Path) -> None:
     directory = tmp_path / "checkpoints"
-    payload = {"weights": jax.random.normal(jax.random.PRNGKey(0), (256, 256))}
     with Checkpointer(directory, _config()) as checkpointer:
-        checkpointer.save(0, payload, metric=1.0, steps_done=10)
+        checkpointer.save(0, _big_payload(0), metric=1.0, steps_done=10)
 
     # Orbax itself restores such a file without complaint, with one wrong value.
-    data_files = [p for p in (_latest_step_dir(directory) / "state").rglob("*") if p.is_file()]
-    largest = max(data_files, key=lambda p: p.stat().st_size)
-    data = bytearray(largest.read_bytes())
-    data[len(data) // 2] ^= 0x10
-    largest.write_bytes(bytes(data))
+    _flip_a_bit(_array_files(_latest_step_dir(directory))[0])
 
     with Checkpointer(directory, _config()) as checkpointer:
         with pytest.raises(CheckpointError, match="has been altered"):
-            checkpointer.restore(payload)
+            checkpointer.restore(_big_payload(0))
 
 
 # The middle case is metadata of the right version with every other field missing.
@@ -297,9 +444,19 @@ def test_garbage_metadata_is_refused(
     if not with_integrity_file:
         # As after a kill between orbax's commit and the integrity file being written.
         (step_dir / "integrity.json").unlink()
+    expected = "is corrupt: meta/metadata" if with_integrity_file else "is incomplete"
     with Checkpointer(directory, _config()) as checkpointer:
-        with pytest.raises(CheckpointError, match="(unreadable metadata|is corrupt)"):
+        with pytest.raises(
+            CheckpointError, match=f"No usable checkpoint .*: checkpoint 0 {expected}"
+        ):
             checkpointer.restore(_zeros_like(_state()))
+
+    # Metadata its record vouches for, yet unreadable, is refused as unreadable.
+    if garbage != b"{not json":
+        checkpoint_integrity.write_record(step_dir, checkpointing.FORMAT_VERSION)
+        with Checkpointer(directory, _config()) as checkpointer:
+            with pytest.raises(CheckpointError, match="0 has unreadable metadata"):
+                checkpointer.restore(_zeros_like(_state()))
 
 
 def test_garbage_array_metadata_is_refused(tmp_path: Path) -> None:
@@ -313,11 +470,84 @@ def test_garbage_array_metadata_is_refused(tmp_path: Path) -> None:
         with pytest.raises(CheckpointError, match="_METADATA has .* bytes instead of"):
             checkpointer.restore(_zeros_like(_state()))
 
-    # Without the integrity file, orbax's own failure is still reported as a CheckpointError.
-    (step_dir / "integrity.json").unlink()
+    # Files that match their record but that orbax cannot read: its failure is one line too.
+    checkpoint_integrity.write_record(step_dir, checkpointing.FORMAT_VERSION)
     with Checkpointer(directory, _config()) as checkpointer:
-        with pytest.raises(CheckpointError, match="corrupt or unreadable"):
+        with pytest.raises(CheckpointError, match="checkpoint 0 cannot be read") as refusal:
             checkpointer.restore(_zeros_like(_state()))
+    assert "\n" not in str(refusal.value)
+
+
+def test_an_older_format_version_is_refused_in_one_line(tmp_path: Path) -> None:
+    directory = tmp_path / "checkpoints"
+    with Checkpointer(directory, _config()) as checkpointer:
+        checkpointer.save(0, _state(), metric=1.0, steps_done=10)
+
+    # A version-2 checkpoint: its metadata says so, and its record is a bare map of file sums.
+    step_dir = directory / "0"
+    metadata = step_dir / "meta" / "metadata"
+    raw = json.loads(metadata.read_text())
+    metadata.write_text(json.dumps({**raw, "format_version": 2}))
+    sums = checkpoint_integrity._file_sums(step_dir, ["meta/metadata"])
+    (step_dir / "integrity.json").write_text(json.dumps({k: list(v) for k, v in sums.items()}))
+
+    with Checkpointer(directory, _config()) as checkpointer:
+        with pytest.raises(CheckpointError) as refusal:
+            checkpointer.restore(_zeros_like(_state()))
+    assert str(refusal.value) == (
+        f"Checkpoint {step_dir} has format version 2, but this code reads version 3; start a "
+        "new run or use a matching Stoix version."
+    )
+    assert (directory / "0").is_dir(), "a refusal moves nothing"
+
+
+def _on_devices(rows: int, seed: int = 0) -> Dict[str, jax.Array]:
+    """A payload laid out [devices, ...] over the first `rows` devices, as Anakin's is."""
+    mesh = Mesh(np.array(jax.devices()[:rows]), ("device",))
+    values = jax.random.normal(jax.random.PRNGKey(seed), (rows, 3))
+    return {"params": jax.device_put(values, NamedSharding(mesh, PartitionSpec("device")))}
+
+
+def test_another_device_count_is_refused_in_words(tmp_path: Path) -> None:
+    directory = tmp_path / "checkpoints"
+    with Checkpointer(directory, _config(), num_devices=2) as checkpointer:
+        checkpointer.save(0, _on_devices(2), metric=1.0, steps_done=10)
+        assert checkpointer.restore(_on_devices(2, seed=1)).info.num_devices == 2
+
+    with Checkpointer(directory, _config(), num_devices=1) as checkpointer:
+        with pytest.raises(CheckpointError) as refusal:
+            checkpointer.restore(_on_devices(1))
+    assert str(refusal.value) == (
+        f"Checkpoint {directory / '0'} was written on 2 devices and this run has 1; resume with "
+        "the same number of devices (XLA_FLAGS=--xla_force_host_platform_device_count=2 on a "
+        "CPU)."
+    )
+
+
+class _Payload(NamedTuple):
+    """The part of the runner's checkpoint payload `open_checkpoints` looks into."""
+
+    learner_state: Dict[str, jax.Array]  # [devices, ...]
+
+
+def test_open_checkpoints_records_the_runs_device_count(tmp_path: Path) -> None:
+    from stoix.utils.runner import open_checkpoints
+
+    cfg = OmegaConf.create(
+        {"logger": {"checkpointing": {"save_model": True, "keep_latest": 1, "keep_best": 1}}}
+    )
+    run_dir = tmp_path / "run"
+    checkpointer, _, start = open_checkpoints(
+        cfg, _config(), run_dir, False, _Payload(_on_devices(2)), 5
+    )
+    assert start == 0
+    checkpointer.save(0, _Payload(_on_devices(2)), metric=1.0, steps_done=10)
+    checkpointer.close()
+    metadata = json.loads((run_dir / "checkpoints" / "0" / "meta" / "metadata").read_text())
+    assert metadata["num_devices"] == 2
+
+    with pytest.raises(ConfigError, match="written on 2 devices and this run has 1; resume"):
+        open_checkpoints(cfg, _config(), run_dir, True, _Payload(_on_devices(1)), 5)
 
 
 def test_layout_mismatch_with_target(tmp_path: Path) -> None:
@@ -347,7 +577,7 @@ def test_empty_directory_is_refused_and_not_created(tmp_path: Path) -> None:
     assert not (tmp_path / "empty").exists()
 
 
-def test_interrupted_save_leftovers_are_ignored(tmp_path: Path) -> None:
+def test_interrupted_save_leftovers_are_removed_on_open(tmp_path: Path) -> None:
     directory = tmp_path / "checkpoints"
     with Checkpointer(directory, _config()) as checkpointer:
         checkpointer.save(0, _state(), metric=1.0, steps_done=10)
@@ -357,13 +587,15 @@ def test_interrupted_save_leftovers_are_ignored(tmp_path: Path) -> None:
     (partial / "state" / "_METADATA").write_text("{")
 
     with Checkpointer(directory, _config()) as checkpointer:
+        assert not partial.exists(), "opening the checkpoints removes half-written saves"
         assert checkpointer.latest_period() == 0
-        restored, info = checkpointer.restore(_zeros_like(_state()))
-        assert info.period == 0
+        restored, info, skipped = checkpointer.restore(_zeros_like(_state()))
+        assert (info.period, skipped) == (0, ())
         checkpointer.save(1, _state(1), metric=2.0, steps_done=20)
         assert checkpointer.latest_period() == 1
     _assert_same(restored, _state(0))
-    assert not partial.exists()
+    # Period 1 is both the latest and the best: retention dropped period 0.
+    assert sorted(p.name for p in directory.iterdir()) == ["1"]
 
 
 def test_find_resumable_run(tmp_path: Path) -> None:
@@ -374,12 +606,15 @@ def test_find_resumable_run(tmp_path: Path) -> None:
         ("older", _config()),
         ("newer", _config(base_exp_path="other")),
         ("other_config", _config(epochs=7)),
+        ("incomplete", _config()),
     ]:
         with Checkpointer(runs_root / run_id / "checkpoints", config) as checkpointer:
             checkpointer.save(0, _state(), metric=1.0, steps_done=10)
     (runs_root / "no_checkpoints").mkdir()
+    # The newest run of this config only got as far as orbax's commit: nothing to resume.
+    (runs_root / "incomplete" / "checkpoints" / "0" / "integrity.json").unlink()
     # Set times explicitly: file-system timestamps can tie within one test.
-    for age, run_id in enumerate(["other_config", "newer", "older"]):
+    for age, run_id in enumerate(["incomplete", "other_config", "newer", "older"]):
         stamp = 1_700_000_000 - 100 * age
         for path in [runs_root / run_id, *(runs_root / run_id / "checkpoints").iterdir()]:
             os.utime(path, (stamp, stamp))
@@ -387,3 +622,41 @@ def test_find_resumable_run(tmp_path: Path) -> None:
     assert find_resumable_run(runs_root, _config()) == runs_root / "newer"
     assert find_resumable_run(runs_root, _config(epochs=7)) == runs_root / "other_config"
     assert find_resumable_run(runs_root, _config(epochs=9)) is None
+
+
+def test_a_run_resumes_past_a_damaged_newest_checkpoint_and_keeps_saving(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from stoix.systems.ppo.anakin import ff_ppo
+    from stoix.utils.entry import compose_config
+    from tests.helpers import TINY
+
+    overrides = [
+        *TINY,
+        "arch.total_timesteps=2048",
+        "logger.use_tb=False",
+        f"logger.base_exp_path={tmp_path}",
+        "logger.checkpointing.save_model=True",
+        "logger.checkpointing.keep_latest=2",
+    ]
+    ff_ppo.run_experiment(compose_config("ff_ppo", overrides))
+    (directory,) = tmp_path.rglob("checkpoints")
+    assert sorted(p.name for p in directory.iterdir()) == ["0", "1"]
+    # The newest checkpoint lost its record (a kill before it was written) and then a bit.
+    (directory / "1" / "integrity.json").unlink()
+    _flip_a_bit(_array_files(directory / "1")[0])
+    capsys.readouterr()
+
+    ff_ppo.run_experiment(
+        compose_config("ff_ppo", [*overrides, "logger.checkpointing.load_model=True"])
+    )
+    out, err = capsys.readouterr()
+    assert f"Resuming {directory.parent} after evaluation 1/2 (from checkpoint 0)" in out
+    assert (
+        "Warning: skipped checkpoint 1, which is incomplete: it has no integrity.json (its save "
+        f"was interrupted); moved it to {directory / '_rejected' / '1'}"
+    ) in err
+    # The resumed run saved period 1 again, completely, next to the set-aside copy.
+    assert sorted(p.name for p in directory.iterdir()) == ["0", "1", "_rejected"]
+    step_dir = directory / "1"
+    checkpoint_integrity.verify_files(step_dir, checkpoint_integrity.read_record(step_dir))

@@ -1,22 +1,26 @@
 """Versioned, atomic checkpoints of the full learner state, built on orbax.
 
 A run saves once per evaluation period; a run killed at any moment (kill -9 included) resumes
-from its latest checkpoint and, given the same config, ends bit-for-bit where the
-uninterrupted run would have. Anything that makes a checkpoint unusable (missing, corrupt,
-another format version, another config, another state layout) is refused with a one-sentence
+from its newest complete and intact checkpoint and, given the same config, ends bit-for-bit
+where the uninterrupted run would have. A checkpoint that is incomplete or damaged is skipped
+(and set aside) in favour of an older one; one that can never suit this run (another format
+version, another config, another device count or state layout) is refused with a one-sentence
 `CheckpointError` rather than a library traceback.
 
 On-disk layout of a checkpointer's `directory` (normally `<runs_root>/<run_id>/checkpoints`)::
 
-    <period>/                 one complete checkpoint; orbax writes it as
-                              `<period>.orbax-checkpoint-tmp-<n>/` and renames it once complete
+    <period>/                 one checkpoint; orbax writes it as
+                              `<period>.orbax-checkpoint-tmp-<n>/` and renames it once written
       state/                  the payload pytree (orbax StandardSave: OCDBT/zarr array store)
       meta/metadata           JSON: format version, config fingerprint, resolved config, period,
-                              steps done, metric, and the path, shape and dtype of every leaf
-      metrics/metrics         JSON: the metric orbax ranks checkpoints by to keep the best
-      _CHECKPOINT_METADATA    orbax's own step metadata
-      integrity.json          size and CRC32 of every file under state/ and meta/
+                              steps done, metric, device count, and the path, shape and dtype
+                              of every leaf
+      _CHECKPOINT_METADATA, … orbax's own bookkeeping
+      integrity.json          written last, which makes the checkpoint complete: the size and
+                              CRC32 of every other file of `<period>/`, and its own CRC32
     _deleting/                checkpoints dropped by the retention policy, about to be deleted
+    _rejected/<period>/       checkpoints a resuming run found incomplete or damaged, kept for
+                              inspection where nothing reads them
 """
 
 import dataclasses
@@ -25,42 +29,46 @@ import itertools
 import json
 import logging
 import math
-import os
-import shutil
-import zlib
-from concurrent import futures
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, NamedTuple, Sequence, Tuple
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-from orbax.checkpoint import checkpoint_managers as ocp_policies
 
+from stoix.utils.checkpoint_integrity import (
+    INTEGRITY_FILE,
+    CheckpointUnusable,
+    SkippedCheckpoint,
+    is_complete,
+    move_to_trash,
+    name_some,
+    periods_to_drop,
+    purge_trash,
+    read_record,
+    remove_temporaries,
+    set_aside_rejected,
+    short_reason,
+    step_dirs,
+    verify_files,
+    write_record,
+)
 from stoix.utils.distributed import barrier, is_primary
 
 # 2: PPO learner states carry the next observation instead of the whole timestep.
-FORMAT_VERSION: int = 2
+# 3: the integrity record covers every file, is written last and marks a checkpoint complete;
+#    the metadata records the device count; orbax no longer keeps per-step metrics.
+FORMAT_VERSION: int = 3
 
 _STATE_ITEM = "state"
 _META_ITEM = "meta"
-# Dropped checkpoints are first renamed here (atomic), then deleted: a kill during the slow
-# recursive delete can then never leave a half-deleted `<period>/` that looks like a checkpoint.
-_TRASH_DIR = "_deleting"
-# Orbax's array store has no checksums: a flipped bit in array data is restored silently, and a
-# truncated file fails deep inside its async readers with a flood of tracebacks. Checking the
-# files first turns both into one clear sentence.
-_INTEGRITY_FILE = "integrity.json"
-_INTEGRITY_ITEMS = (_STATE_ITEM, _META_ITEM)
-_READ_CHUNK_BYTES = 16 * 1024 * 1024
 # Paths, sinks and checkpoint switches live here: none of them changes the numbers.
 _IGNORED_CONFIG_SECTION = "logger"
 _IGNORED_ARCH_KEY = "distributed"
-_MAX_NAMED_ITEMS = 3
 _FINGERPRINT_CHARS = 16
-# Multi-host saves end at a barrier whose name must never repeat; every process counts its saves
-# in the same order.
-_SAVE_COUNT = itertools.count()
+# Multi-host barriers need names that never repeat; every process passes the checkpointer's
+# barriers in the same order, so a shared count names them alike in every process.
+_BARRIER_COUNT = itertools.count()
 
 
 class CheckpointError(Exception):
@@ -77,6 +85,8 @@ class CheckpointInfo:
         metric: the value used to rank "best" (mean evaluation return).
         format_version: `FORMAT_VERSION` of the code that wrote the checkpoint.
         fingerprint: `config_fingerprint` of the config the checkpoint was written with.
+        num_devices: how many devices the learner state was laid out on; None when the
+            writer did not say.
     """
 
     period: int
@@ -84,6 +94,15 @@ class CheckpointInfo:
     metric: float
     format_version: int
     fingerprint: str
+    num_devices: int | None = None
+
+
+class RestoreResult(NamedTuple):
+    """What `Checkpointer.restore` read, and what it passed over to get there."""
+
+    payload: Any  # the target's structure, leaf types and shardings, with the saved values
+    info: CheckpointInfo  # of the checkpoint restored; `info.period` says which
+    skipped: Tuple[SkippedCheckpoint, ...]  # newer checkpoints found unusable, newest first
 
 
 class _LeafSpec(NamedTuple):
@@ -120,17 +139,22 @@ def _silence_orbax_info() -> None:
 _silence_orbax_info()
 
 
-def _name_some(items: Sequence[str], separator: str = ", ") -> str:
-    named = separator.join(items[:_MAX_NAMED_ITEMS])
-    hidden = len(items) - _MAX_NAMED_ITEMS
-    return f"{named} (and {hidden} more)" if hidden > 0 else named
+def device_count(tree: Any) -> int | None:
+    """How many devices the arrays of a pytree are laid out on.
 
+    Args:
+        tree: a pytree whose leaves may be jax arrays (sharded or replicated) or host data.
 
-def _short_reason(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    first = lines[0] if lines else ""
-    first = first if len(first) <= 200 else first[:197] + "..."
-    return f"{type(error).__name__}: {first}" if first else type(error).__name__
+    Returns:
+        The largest number of devices any one jax array leaf spans, or None when no leaf is a
+        jax array.
+    """
+    counts = [
+        len(leaf.sharding.device_set)
+        for leaf in jax.tree.leaves(tree)
+        if isinstance(leaf, jax.Array)
+    ]
+    return max(counts) if counts else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,9 +258,9 @@ def _layout_mismatch(saved: Sequence[_LeafSpec], target: Sequence[_LeafSpec]) ->
     if missing or extra:
         parts = []
         if missing:
-            parts.append(f"only the checkpoint has {_name_some(missing)}")
+            parts.append(f"only the checkpoint has {name_some(missing)}")
         if extra:
-            parts.append(f"only the target has {_name_some(extra)}")
+            parts.append(f"only the target has {name_some(extra)}")
         return "its structure differs from the target's: " + "; ".join(parts)
     changed = [
         f"{spec.path}: checkpoint {spec.dtype}{list(spec.shape)}, "
@@ -245,7 +269,7 @@ def _layout_mismatch(saved: Sequence[_LeafSpec], target: Sequence[_LeafSpec]) ->
         if spec != target_by_path[spec.path]
     ]
     if changed:
-        return "its shapes or dtypes differ from the target's: " + _name_some(changed, "; ")
+        return "its shapes or dtypes differ from the target's: " + name_some(changed, "; ")
     return None
 
 
@@ -273,110 +297,59 @@ def _read_raw_metadata(step_dir: Path) -> Any:
     return ocp.JsonCheckpointHandler().restore(step_dir / _META_ITEM)
 
 
-def _check_format_version(raw: Any, step_dir: Path) -> None:
-    # Checked before anything else: other fields may mean something else in other versions.
-    if not isinstance(raw, dict) or not isinstance(raw.get("format_version"), int):
-        raise CheckpointError(f"Checkpoint {step_dir} has unreadable metadata (no format version).")
-    if raw["format_version"] != FORMAT_VERSION:
+def _read_metadata_or_skip(step_dir: Path) -> Any:
+    try:
+        return _read_raw_metadata(step_dir)
+    except Exception as error:
+        raise CheckpointUnusable(f"has unreadable metadata ({short_reason(error)})") from error
+
+
+def _check_version(version: int, step_dir: Path) -> None:
+    if version != FORMAT_VERSION:
         raise CheckpointError(
-            f"Checkpoint {step_dir} has format version {raw['format_version']}, but this code "
-            f"reads version {FORMAT_VERSION}; start a new run or use a matching Stoix version."
+            f"Checkpoint {step_dir} has format version {version}, but this code reads version "
+            f"{FORMAT_VERSION}; start a new run or use a matching Stoix version."
         )
 
 
-def _parse_metadata(raw: Dict[str, Any], step_dir: Path) -> _Metadata:
+def _check_format_version(raw: Any, step_dir: Path) -> None:
+    # Checked before anything else in the metadata: other fields may mean something else in
+    # other versions.
+    if not isinstance(raw, dict) or not isinstance(raw.get("format_version"), int):
+        raise CheckpointUnusable("has unreadable metadata (no format version)")
+    _check_version(raw["format_version"], step_dir)
+
+
+def _parse_metadata(raw: Dict[str, Any]) -> _Metadata:
     try:
+        num_devices = raw["num_devices"]
         info = CheckpointInfo(
             period=int(raw["period"]),
             steps_done=int(raw["steps_done"]),
             metric=float(raw["metric"]),
             format_version=int(raw["format_version"]),
             fingerprint=str(raw["fingerprint"]),
+            num_devices=None if num_devices is None else int(num_devices),
         )
         config = dict(raw["config"])
         leaves = [_LeafSpec(str(p), tuple(int(d) for d in s), str(t)) for p, s, t in raw["leaves"]]
     except (KeyError, TypeError, ValueError) as error:
-        raise CheckpointError(
-            f"Checkpoint {step_dir} has unreadable metadata ({_short_reason(error)})."
-        ) from error
+        raise CheckpointUnusable(f"has unreadable metadata ({short_reason(error)})") from error
     return _Metadata(info, config, leaves)
 
 
-def _file_size_and_crc(path: Path) -> List[int]:
-    size, crc = 0, 0
-    with path.open("rb") as stream:
-        while chunk := stream.read(_READ_CHUNK_BYTES):
-            size, crc = size + len(chunk), zlib.crc32(chunk, crc)
-    return [size, crc]
-
-
-def _checksum_files(step_dir: Path, relative_paths: Sequence[str]) -> Dict[str, List[int]]:
-    # zlib releases the GIL on large buffers, so threads checksum several array files at once.
-    with futures.ThreadPoolExecutor() as pool:
-        sums = list(pool.map(lambda rel: _file_size_and_crc(step_dir / rel), relative_paths))
-    return dict(zip(relative_paths, sums, strict=True))
-
-
-def _write_integrity(step_dir: Path) -> None:
-    """Records the checksums of a committed checkpoint, atomically (temporary file + rename)."""
-    if jax.process_index() != 0:
-        return
-    files = sorted(
-        path.relative_to(step_dir).as_posix()
-        for item in _INTEGRITY_ITEMS
-        for path in (step_dir / item).rglob("*")
-        if path.is_file()
-    )
-    partial = step_dir / f"{_INTEGRITY_FILE}.partial"
-    partial.write_text(json.dumps(_checksum_files(step_dir, files)))
-    os.replace(partial, step_dir / _INTEGRITY_FILE)
-
-
-def _verify_integrity(step_dir: Path) -> None:
-    """Raises CheckpointError if a file restore reads differs from when it was saved."""
-    manifest = step_dir / _INTEGRITY_FILE
-    if not manifest.is_file():
-        # Only a kill between orbax's commit and the manifest write leads here; orbax's atomic
-        # rename still vouches that the checkpoint is complete.
-        return
+def _stored_metric(step_dir: Path) -> float:
+    """A checkpoint's rank for "best": its metric, with NaN and unreadable metadata last."""
     try:
-        expected = {
-            str(rel): [int(size), int(crc)]
-            for rel, (size, crc) in json.loads(manifest.read_text()).items()
-        }
-    except (OSError, ValueError, TypeError, AttributeError) as error:
-        raise CheckpointError(
-            f"Checkpoint {step_dir} has an unreadable {_INTEGRITY_FILE} ({_short_reason(error)})."
-        ) from error
-    actual = _checksum_files(step_dir, [rel for rel in expected if (step_dir / rel).is_file()])
-    problems = []
-    for rel, (size, crc) in expected.items():
-        if rel not in actual:
-            problems.append(f"{rel} is missing")
-        elif actual[rel][0] != size:
-            problems.append(f"{rel} has {actual[rel][0]} bytes instead of {size}")
-        elif actual[rel][1] != crc:
-            problems.append(f"{rel} has been altered")
-    if problems:
-        raise CheckpointError(f"Checkpoint {step_dir} is corrupt: {_name_some(problems, '; ')}.")
-
-
-def _committed_step_dirs(directory: Path) -> List[Path]:
-    """Complete checkpoints: orbax gives a step directory its bare number only once committed."""
-    if not directory.is_dir():
-        return []
-    return [path for path in directory.iterdir() if path.name.isdigit() and path.is_dir()]
-
-
-def _rank(metrics: Mapping[str, Any]) -> float:
-    # NaN would make the best-N sort meaningless; it ranks below every real value instead.
-    value = float(metrics["metric"])
+        value = float(_read_raw_metadata(step_dir)["metric"])
+    except Exception:
+        # Unrankable checkpoints are the first to go; resuming never needs them.
+        return -math.inf
     return -math.inf if math.isnan(value) else value
 
 
-def _purge_trash(directory: Path) -> None:
-    if jax.process_index() == 0:
-        shutil.rmtree(directory / _TRASH_DIR, ignore_errors=True)
+def _next_barrier(purpose: str) -> str:
+    return f"stoix_checkpoint_{purpose}_{next(_BARRIER_COUNT)}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -390,7 +363,12 @@ class Checkpointer:
     Every save is blocking and atomic: when `save` returns the checkpoint is complete on disk,
     and a kill during `save` leaves the earlier checkpoints intact and nothing `restore` would
     pick up. Retention keeps the `keep_latest` most recent checkpoints and the `keep_best`
-    highest-metric ones (a checkpoint can be both).
+    highest-metric ones (a checkpoint can be both), and drops others only once the new
+    checkpoint is complete.
+
+    In a multi-host run every process calls every method; orbax writes each array shard from
+    the process holding it, and process 0 alone writes the integrity record, applies retention
+    and moves files, with a barrier after.
     """
 
     def __init__(
@@ -399,8 +377,10 @@ class Checkpointer:
         config: Mapping[str, Any],
         keep_latest: int = 1,
         keep_best: int = 1,
+        num_devices: int | None = None,
     ) -> None:
-        """Opens the checkpoint directory of a run, without creating it.
+        """Opens the checkpoint directory of a run, without creating it, and removes what an
+        interrupted save or delete left in it.
 
         Args:
             directory: where the run's checkpoints live; created by the first `save`.
@@ -408,6 +388,9 @@ class Checkpointer:
             keep_latest: how many of the most recent checkpoints to keep (at least 1: resuming
                 needs the latest).
             keep_best: how many of the highest-metric checkpoints to keep.
+            num_devices: how many devices the run lays its learner state out on; recorded in
+                every checkpoint, and a checkpoint of another count is refused on restore.
+                None records nothing and checks nothing.
 
         Raises:
             ValueError: a retention count is out of range.
@@ -422,32 +405,35 @@ class Checkpointer:
         self._directory = Path(directory).absolute()
         self._config: Dict[str, Any] = _to_plain(config)
         self._fingerprint = config_fingerprint(config)
+        self._keep_latest = keep_latest
+        self._keep_best = keep_best
+        self._num_devices = num_devices
         if is_primary():
-            _purge_trash(self._directory)
-        retention = ocp_policies.AnyPreservationPolicy(
-            [
-                ocp_policies.LatestN(n=keep_latest),
-                ocp_policies.BestN(
-                    get_metric_fn=_rank, n=keep_best, keep_checkpoints_without_metrics=False
-                ),
-            ]
-        )
+            purge_trash(self._directory)
+            remove_temporaries(self._directory)
+        barrier(_next_barrier("open"))
+        self._manager = self._open_manager()
+
+    def _open_manager(self) -> ocp.CheckpointManager:
+        """An orbax manager over the step directories now on disk (it caches their list)."""
         options = ocp.CheckpointManagerOptions(
-            # best_fn only makes orbax store each step's metrics; `retention` decides what stays.
-            best_fn=_rank,
-            preservation_policy=retention,
+            # No preservation policy and no metrics: orbax keeps every step, and retention is
+            # applied here once the new checkpoint's integrity record is written; orbax's own
+            # retention would drop older checkpoints before the new one is complete.
             enable_async_checkpointing=False,
-            # Leftovers of a save killed half-way are removed, never mistaken for checkpoints.
-            cleanup_tmp_directories=True,
-            todelete_subdir=_TRASH_DIR,
+            # The constructor removed the leftovers of interrupted saves already.
+            cleanup_tmp_directories=False,
+            # Only list the step directories: orbax need not read (possibly damaged) files of
+            # checkpoints it will never be asked to restore.
+            lightweight_initialize=True,
             # Restoring from a mistyped path must not create it.
             create=False,
         )
         try:
-            self._manager = ocp.CheckpointManager(self._directory, options=options)
+            return ocp.CheckpointManager(self._directory, options=options)
         except Exception as error:
             raise CheckpointError(
-                f"Cannot read the checkpoints in {self._directory} ({_short_reason(error)})."
+                f"Cannot read the checkpoints in {self._directory} ({short_reason(error)})."
             ) from error
 
     @property
@@ -469,11 +455,11 @@ class Checkpointer:
             ValueError: `period` is not after the latest saved period.
         """
         period = int(period)
-        latest = self._manager.latest_step()
-        if latest is not None and period <= latest:
+        existing = step_dirs(self._directory)
+        if existing and period <= int(existing[0].name):
             raise ValueError(
                 f"Cannot save period {period} in {self._directory}: it already holds period "
-                f"{latest}, and periods must increase."
+                f"{existing[0].name}, and periods must increase."
             )
         metadata = {
             "format_version": FORMAT_VERSION,
@@ -481,6 +467,7 @@ class Checkpointer:
             "period": period,
             "steps_done": int(steps_done),
             "metric": float(metric),
+            "num_devices": self._num_devices,
             "config": self._config,
             "leaves": [[s.path, list(s.shape), s.dtype] for s in _leaf_specs(payload)],
         }
@@ -495,67 +482,122 @@ class Checkpointer:
                     _META_ITEM: ocp.args.JsonSave(metadata),
                 }
             ),
-            metrics={"metric": float(metric)},
             force=True,
         )
         self._manager.wait_until_finished()
-        # In a multi-host run orbax has every process write the array shards it holds; the
-        # files describing the whole checkpoint are process 0's.
         if is_primary():
-            _write_integrity(self._directory / str(period))
-            _purge_trash(self._directory)
-        barrier(f"stoix_checkpoint_{next(_SAVE_COUNT)}")
+            write_record(self._directory / str(period), FORMAT_VERSION)
+            self._apply_retention()
+        barrier(_next_barrier("save"))
+
+    def _apply_retention(self) -> None:
+        """Drops the complete checkpoints neither among the latest nor among the best."""
+        complete = [d for d in step_dirs(self._directory) if is_complete(d)]
+        ranks = {int(d.name): _stored_metric(d) for d in complete}
+        for period in periods_to_drop(ranks, self._keep_latest, self._keep_best):
+            move_to_trash(self._directory / str(period))
+        purge_trash(self._directory)
 
     def latest_period(self) -> int | None:
-        """The most recent saved period, or None when there is no checkpoint."""
-        return self._manager.latest_step()
+        """The most recent complete checkpoint's period (unverified), or None when none is."""
+        complete = [d for d in step_dirs(self._directory) if is_complete(d)]
+        return int(complete[0].name) if complete else None
 
-    def restore(self, target: Any, period: int | None = None) -> Tuple[Any, CheckpointInfo]:
+    def restore(self, target: Any, period: int | None = None) -> RestoreResult:
         """Reads a checkpoint back into arrays laid out like `target`.
+
+        Without `period` this resumes: it tries the checkpoints newest first, skips those that
+        are incomplete or damaged, and reads the newest usable one; the skipped ones are moved
+        to `_rejected/` (so later saves and retention never trip over them). A checkpoint that
+        cannot suit this run at all (another format version, config, device count or layout)
+        stops the search with a `CheckpointError`: older ones of the same run would not suit
+        either.
 
         Args:
             target: a pytree shaped like the saved payload whose leaves (jax arrays, possibly
                 sharded, or numpy arrays) give the shapes, dtypes and placement to restore into.
-            period: which checkpoint to read; the latest when None.
+            period: read exactly this checkpoint, skipping nothing and moving nothing.
 
         Returns:
-            The restored payload, with the target's structure, leaf types and shardings, and
-            what the checkpoint recorded about itself.
+            The restored payload, what its checkpoint recorded about itself, and the newer
+            checkpoints skipped with their reasons.
 
         Raises:
-            CheckpointError: there is no such checkpoint, or it is corrupt, or it was written by
-                another format version or config, or it differs from `target` in structure,
-                shape or dtype.
+            CheckpointError: no checkpoint is usable (the reasons are listed), or the one asked
+                for is not, or a checkpoint was written by another format version, config or
+                device count, or differs from `target` in structure, shape or dtype.
         """
-        periods = self._manager.all_steps()
-        if not periods:
+        candidates = step_dirs(self._directory)
+        if not candidates:
             raise CheckpointError(f"No checkpoint found in {self._directory}.")
-        if period is None:
-            period = max(periods)
-        elif period not in periods:
-            raise CheckpointError(
-                f"No checkpoint for period {period} in {self._directory}; it holds periods "
-                f"{sorted(periods)}."
-            )
-        step_dir = self._directory / str(period)
+        if period is not None:
+            step_dir = self._directory / str(int(period))
+            if step_dir not in candidates:
+                held = sorted(int(d.name) for d in candidates)
+                raise CheckpointError(
+                    f"No checkpoint for period {period} in {self._directory}; it holds periods "
+                    f"{held}."
+                )
+            try:
+                restored, info = self._read_checked(step_dir, target)
+            except CheckpointUnusable as unusable:
+                raise CheckpointError(f"Checkpoint {step_dir} {unusable.reason}.") from unusable
+            return RestoreResult(restored, info, ())
+
+        rejected: List[Tuple[Path, str]] = []
+        for step_dir in candidates:
+            try:
+                restored, info = self._read_checked(step_dir, target)
+            except CheckpointUnusable as unusable:
+                rejected.append((step_dir, unusable.reason))
+                continue
+            return RestoreResult(restored, info, self._set_aside(rejected))
+        reasons = [f"checkpoint {step_dir.name} {reason}" for step_dir, reason in rejected]
+        raise CheckpointError(
+            f"No usable checkpoint in {self._directory}: {name_some(reasons, '; ')}."
+        )
+
+    def _set_aside(self, rejected: Sequence[Tuple[Path, str]]) -> Tuple[SkippedCheckpoint, ...]:
+        skipped = set_aside_rejected(rejected)
+        if skipped:
+            # Orbax's manager caches the step list it found when opened, moved folders included.
+            self._manager.close()
+            self._manager = self._open_manager()
+        return skipped
+
+    def _read_checked(self, step_dir: Path, target: Any) -> Tuple[Any, CheckpointInfo]:
+        """Checks one checkpoint against its record and this run, then reads its arrays.
+
+        Raises:
+            CheckpointUnusable: this checkpoint is incomplete or damaged; an older one may do.
+            CheckpointError: no checkpoint of this run can suit the target.
+        """
+        # CHECK THE FILES (before trusting any byte of them, the version included)
+        record = read_record(step_dir)
+        if record.format_version is None:
+            # A record of format version 2 or older: its metadata says which version it is.
+            _check_format_version(_read_metadata_or_skip(step_dir), step_dir)
+            raise CheckpointUnusable(f"has a damaged {INTEGRITY_FILE} (no format version)")
+        _check_version(record.format_version, step_dir)
+        verify_files(step_dir, record)
+        raw = _read_metadata_or_skip(step_dir)
+        _check_format_version(raw, step_dir)
+        metadata = _parse_metadata(raw)
 
         # CHECK THE CHECKPOINT AGAINST THIS RUN
-        try:
-            raw = _read_raw_metadata(step_dir)
-        except Exception as error:
-            _verify_integrity(step_dir)  # a damaged file is the more precise explanation
-            raise CheckpointError(
-                f"Checkpoint {step_dir} has unreadable metadata ({_short_reason(error)})."
-            ) from error
-        _check_format_version(raw, step_dir)
-        _verify_integrity(step_dir)
-        metadata = _parse_metadata(raw, step_dir)
         if metadata.info.fingerprint != self._fingerprint:
             differences = _config_differences(metadata.config, self._config)
-            detail = _name_some(differences, "; ") if differences else "fingerprints differ"
+            detail = name_some(differences, "; ") if differences else "fingerprints differ"
             raise CheckpointError(
                 f"Checkpoint {step_dir} was written with a different config ({detail}); "
                 "resume with the original config or start a new run."
+            )
+        saved_devices, devices = metadata.info.num_devices, self._num_devices
+        if saved_devices is not None and devices is not None and saved_devices != devices:
+            raise CheckpointError(
+                f"Checkpoint {step_dir} was written on {saved_devices} devices and this run has "
+                f"{devices}; resume with the same number of devices "
+                f"(XLA_FLAGS=--xla_force_host_platform_device_count={saved_devices} on a CPU)."
             )
         mismatch = _layout_mismatch(metadata.leaves, _leaf_specs(target))
         if mismatch is not None:
@@ -565,28 +607,24 @@ class Checkpointer:
         abstract_target = jax.tree.map(_restore_spec, target)
         try:
             restored = self._manager.restore(
-                period,
+                metadata.info.period,
                 args=ocp.args.Composite(**{_STATE_ITEM: ocp.args.StandardRestore(abstract_target)}),
             )[_STATE_ITEM]
             restored = jax.tree.map(_as_target_type, restored, target)
         except Exception as error:
-            raise CheckpointError(
-                f"Checkpoint {step_dir} is corrupt or unreadable ({_short_reason(error)})."
-            ) from error
+            raise CheckpointUnusable(f"cannot be read ({short_reason(error)})") from error
         # Orbax trusts its stored array metadata; arrays that disagree with ours must not reach
         # the learner.
         same_structure = jax.tree.structure(restored) == jax.tree.structure(target)
         if not same_structure or _leaf_specs(restored) != _leaf_specs(target):
-            raise CheckpointError(
-                f"Checkpoint {step_dir} is corrupt: its arrays do not match its own metadata."
-            )
+            raise CheckpointUnusable("is corrupt: its arrays do not match its own metadata")
         return restored, metadata.info
 
     def close(self) -> None:
         """Finishes pending orbax work and releases its resources."""
         self._manager.close()
         if is_primary():
-            _purge_trash(self._directory)
+            purge_trash(self._directory)
 
     def __enter__(self) -> "Checkpointer":
         return self
@@ -598,10 +636,11 @@ class Checkpointer:
 def find_resumable_run(runs_root: Path, config: Mapping[str, Any]) -> Path | None:
     """The most recently modified run directory under `runs_root` that this config can resume.
 
-    A run directory qualifies when its `checkpoints/` subfolder holds at least one committed
-    checkpoint with this config's fingerprint. A run's modification time is the latest of its
-    directory's and its matching checkpoints' (a save touches the checkpoint, not the run
-    directory). Unreadable checkpoints don't match; `restore` explains them when asked.
+    A run directory qualifies when its `checkpoints/` subfolder holds at least one complete
+    checkpoint (one with its integrity record) with this config's fingerprint. A run's
+    modification time is the latest of its directory's and its matching checkpoints' (a save
+    touches the checkpoint, not the run directory). Unreadable checkpoints don't match;
+    `restore` explains them when asked.
 
     Args:
         runs_root: the folder whose direct subfolders are run directories.
@@ -617,7 +656,9 @@ def find_resumable_run(runs_root: Path, config: Mapping[str, Any]) -> Path | Non
     newest: Tuple[float, Path] | None = None
     for run_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         matching_times = []
-        for step_dir in _committed_step_dirs(run_dir / "checkpoints"):
+        for step_dir in step_dirs(run_dir / "checkpoints"):
+            if not is_complete(step_dir):
+                continue
             try:
                 raw = _read_raw_metadata(step_dir)
             except Exception:

@@ -251,8 +251,12 @@ def open_checkpoints(
     num_evaluation: int,
 ) -> Tuple[Any, CheckpointPayload, int]:
     """The run's checkpointer (None when it neither saves nor resumes), the payload to start
-    from (restored when resuming) and the first period to run."""
-    from stoix.utils.checkpointing import Checkpointer, CheckpointError
+    from (restored when resuming) and the first period to run.
+
+    Resuming reads the newest complete and intact checkpoint; the primary process prints which
+    one, and why each newer one was skipped (those are set aside under `checkpoints/_rejected/`).
+    """
+    from stoix.utils.checkpointing import Checkpointer, CheckpointError, device_count
 
     ckpt_cfg = cfg.logger.checkpointing
     if not (resume or ckpt_cfg.save_model):
@@ -262,16 +266,30 @@ def open_checkpoints(
         plain,
         keep_latest=int(ckpt_cfg.keep_latest),
         keep_best=int(ckpt_cfg.keep_best),
+        # The learner state spans the run's devices (Anakin: sharded over all of them;
+        # Sebulba: replicated over the learner's), and restores onto as many only.
+        num_devices=device_count(payload.learner_state),
     )
     if not resume:
         return checkpointer, payload, 0
     try:
-        payload, info = checkpointer.restore(payload)
+        restored = checkpointer.restore(payload)
     except CheckpointError as err:
+        checkpointer.close()
         raise ConfigError(f"cannot resume from {run_dir}: {err}") from err
+    period = restored.info.period
     if is_primary():
-        print(f"Resuming {run_dir} after evaluation {info.period + 1}/{num_evaluation}")
-    return checkpointer, payload, info.period + 1
+        for skipped in restored.skipped:
+            print(
+                f"Warning: skipped checkpoint {skipped.period}, which {skipped.reason}; "
+                f"moved it to {skipped.moved_to}",
+                file=sys.stderr,
+            )
+        print(
+            f"Resuming {run_dir} after evaluation {period + 1}/{num_evaluation} "
+            f"(from checkpoint {period})"
+        )
+    return checkpointer, restored.payload, period + 1
 
 
 def open_run_logger(
