@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -74,8 +75,8 @@ def test_dry_run_lists_every_job_and_submits_nothing(tmp_path, capsys):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("envs=[gymnax/no_such_env]", "Could not find 'env/gymnax/no_such_env'"),
-        ('overrides=["arch.no_such_key=1"]', "Could not override 'arch.no_such_key'"),
+        ("envs=[gymnax/no_such_env]", "env=gymnax/no_such_env is not an option of group env"),
+        ('overrides=["arch.no_such_key=1"]', "unknown key arch.no_such_key"),
         ("systems=[stoix/systems/ppo/anakin/no_such.py]", "does not exist"),
         ("systems=[stoix/utils/launching.py]", "not a .py file under stoix/systems/"),
     ],
@@ -201,6 +202,59 @@ def test_a_two_task_slurm_job_is_one_run_over_both_processes(
     assert "EVAL" not in second, second[-2000:]
 
 
+@pytest.mark.slurm
+def test_a_preempted_slurm_job_checkpoints_requeues_itself_and_resumes(
+    slurm_env, tmp_path, capsys, monkeypatch
+):
+    from stoix.utils.launching import _submit_to_slurm, make_executor, plan_jobs, validate_jobs
+
+    for key, value in slurm_env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("XLA_FLAGS", ONE_DEVICE_XLA_FLAGS)
+    base = tmp_path / "sweep"
+    sweep = settings(
+        base,
+        "systems=[stoix/systems/ppo/anakin/ff_ppo.py]",
+        "envs=[gymnax/cartpole]",
+        "seeds=[0]",
+        # Long enough to be running when the signals come: 40 periods of ~0.5 s.
+        'overrides=["arch.total_timesteps=4e5","arch.num_evaluation=40",'
+        '"arch.num_eval_episodes=4","arch.total_num_envs=8",'
+        '"arch.absolute_metric_episode_multiplier=2","logger=json_only"]',
+        *SLURM_ON_CPUS,
+        "slurm.cpus_per_task=1",
+    )
+    jobs = plan_jobs(sweep)
+    validate_jobs(jobs)
+    executor = make_executor(sweep, base / "_submitit" / "%j")
+    (handle,) = _submit_to_slurm(executor, jobs, requeue=True)
+    deadline = time.monotonic() + 300
+    while not list(base.rglob("checkpoints/[0-9]*/integrity.json")):
+        assert time.monotonic() < deadline and not handle.done(), handle.stderr()
+        time.sleep(0.5)
+    # What SLURM sends on preemption (SIGTERM) and submitit's own time-out signal after it.
+    for signal_name in ("TERM", "USR2"):
+        subprocess.run(
+            ["scancel", f"--signal={signal_name}", handle.job_id], check=True, env=os.environ
+        )
+    while not handle.done():
+        assert time.monotonic() < deadline, handle.stderr()
+        time.sleep(1.0)
+    final_return = float(handle.result())
+    assert final_return == final_return  # a number, not NaN
+    (run_dir,) = [p for p in (base / "ff_ppo" / "gymnax_cartpole").iterdir() if p.is_dir()]
+    log = "\n".join(p.read_text() for p in sorted((base / "_submitit").rglob("*_log.*")))
+    print(log)
+    assert "stopped by SIGTERM and SIGUSR2" in log, log[-3000:]
+    assert "Requeued job" in log, log[-3000:]
+    assert f"Resuming {run_dir}" in log, log[-3000:]
+    (metrics,) = metrics_files(base)
+    (run,) = json.loads(metrics.read_text())["gymnax"]["cartpole"]["ff_ppo"].values()
+    assert sorted(int(k[5:]) for k in run if k.startswith("step_")) == list(range(40))
+    assert "absolute_metrics" in run
+    assert not list(base.rglob("*.orbax-checkpoint-tmp*"))
+
+
 def test_multi_task_slurm_jobs_join_one_run_and_bad_shapes_are_refused(tmp_path):
     from stoix.utils.launching import LaunchError, plan_jobs
 
@@ -216,12 +270,14 @@ def test_multi_task_slurm_jobs_join_one_run_and_bad_shapes_are_refused(tmp_path)
         )
         return job.overrides
 
-    assert job_overrides() == ()
-    assert job_overrides("slurm.nodes=2", "slurm.gpus_per_node=4", "slurm.tasks_per_node=4") == (
-        "arch.distributed.enabled=True",
-    )
+    # A SLURM job that can requeue itself must have a checkpoint to resume from.
+    assert job_overrides() == ("logger.checkpointing.save_model=True",)
+    assert job_overrides("slurm.requeue=False") == ()
+    assert job_overrides(
+        "slurm.nodes=2", "slurm.gpus_per_node=4", "slurm.tasks_per_node=4", "slurm.requeue=False"
+    ) == ("arch.distributed.enabled=True",)
     # One task per node drives all of the node's GPUs, not only the first.
-    assert job_overrides("slurm.nodes=2", "slurm.gpus_per_node=2") == (
+    assert job_overrides("slurm.nodes=2", "slurm.gpus_per_node=2", "slurm.requeue=False") == (
         "arch.distributed.enabled=True",
         "arch.distributed.local_device_ids=[0,1]",
     )

@@ -214,3 +214,12 @@ def barrier(name: str) -> None:
         from orbax.checkpoint import multihost as orbax_multihost
 
         orbax_multihost.sync_global_processes(name)
+
+
+def any_process(flag: bool) -> bool:
+    """Whether `flag` is true in any process (every process must call this at the same point);
+    e.g. one process was told to stop, so all of them stop after the same period."""
+    if jax.process_count() == 1:
+        return flag
+    gathered = multihost_utils.process_allgather(np.array([flag], np.int32))
+    return bool(np.any(gathered))

@@ -29,6 +29,7 @@ from stoix.utils.overrides import (
 from stoix.utils.runner import TrainingDiverged
 from stoix.utils.schema import schema_for, validate_config
 from stoix.utils.sebulba import ThreadFailure
+from stoix.utils.stopping import RunStopped
 
 CONFIG_ROOT = Path(__file__).resolve().parent.parent / "configs"
 # Entry configs live in configs/default/<arch>/; they find the groups through hydra.searchpath.
@@ -127,6 +128,10 @@ def hydra_main(
             except TrainingDiverged as err:
                 print(f"stoix: training diverged: {err}", file=sys.stderr)
                 sys.exit(1)
+            except RunStopped as err:
+                # SIGTERM/SIGUSR1/SIGUSR2: the period in flight was finished and saved.
+                print(f"stoix: {err}", file=sys.stderr)
+                sys.exit(err.exit_code)
             except KeyboardInterrupt:
                 # The runners' `finally` blocks have stopped threads and closed env pools.
                 print("stoix: interrupted", file=sys.stderr)

@@ -46,6 +46,7 @@ class SlurmSettings:
     nodes: int = 1
     tasks_per_node: int = 1
     max_parallel: int | None = None
+    requeue: bool = True
     setup: List[str] = field(default_factory=list)
     additional_parameters: Dict[str, Any] = field(default_factory=dict)
 
@@ -165,9 +166,18 @@ class Job:
 
 
 def run_job(job: Job) -> float:
-    """The function every submitit job runs (in its own process): returns the final return."""
+    """What every submitit job runs (in its own process): returns the final return. On SLURM it
+    is `ResumableRun`, which resumes after a requeue (see stoix/utils/resumable_job.py)."""
     module = importlib.import_module(job.system.module)
     return float(module.run_experiment(job.compose()))
+
+
+def requeue_overrides(settings: LaunchSettings) -> Tuple[str, ...]:
+    """SLURM jobs that requeue themselves after a time-out or preemption need a checkpoint to
+    resume from: every period is saved."""
+    if settings.executor is Executor.slurm and settings.slurm.requeue:
+        return ("logger.checkpointing.save_model=True",)
+    return ()
 
 
 def plan_jobs(settings: LaunchSettings) -> List[Job]:
@@ -179,7 +189,11 @@ def plan_jobs(settings: LaunchSettings) -> List[Job]:
     systems = [SystemFile.from_path(path) for path in settings.systems]
     base = str(Path(settings.base_exp_path).expanduser().resolve())
     grid = [tuple(entry) for entry in settings.grid] or [()]
-    overrides = tuple(settings.overrides) + multihost_overrides(settings, systems)
+    overrides = (
+        tuple(settings.overrides)
+        + multihost_overrides(settings, systems)
+        + requeue_overrides(settings)
+    )
     return [
         Job(system, env, seed, base, overrides, entry)
         for system in systems
@@ -224,14 +238,16 @@ def multihost_overrides(settings: LaunchSettings, systems: Sequence[SystemFile])
 
 
 def validate_jobs(jobs: Sequence[Job]) -> None:
-    """Composes every job's config, so a typo fails here rather than in a queued job."""
+    """Composes and checks every job's config, so a typo or a bad value fails here rather than
+    in a queued job."""
     from hydra.errors import HydraException
 
     from stoix.utils.config import ConfigError
+    from stoix.utils.schema import validate_config
 
     for job in jobs:
         try:
-            job.compose()
+            validate_config(job.compose())
         except (HydraException, OmegaConfBaseException, ConfigError) as err:
             raise LaunchError(f"{job.label}: {_first_line(str(err))}") from None
 
@@ -314,16 +330,20 @@ class JobOutcome:
         return f"[failed] {self.job.label}: {self.error} (log: {self.log})"
 
 
-def submit_array(executor: Any, jobs: Sequence[Job]) -> List[Any]:
+def submit_array(executor: Any, jobs: Sequence[Job], requeue: bool = False) -> List[Any]:
     """The whole sweep as one submission (a SLURM job array)."""
+    if requeue:
+        from stoix.utils.resumable_job import ResumableRun
+
+        return executor.map_array(ResumableRun(), list(jobs))
     return executor.map_array(run_job, list(jobs))
 
 
-def _submit_to_slurm(executor: Any, jobs: Sequence[Job]) -> List[Any]:
+def _submit_to_slurm(executor: Any, jobs: Sequence[Job], requeue: bool) -> List[Any]:
     from submitit.core.utils import FailedJobError
 
     try:
-        return submit_array(executor, jobs)
+        return submit_array(executor, jobs, requeue)
     except FailedJobError as err:
         # One sbatch call submits the whole array, so when it fails nothing was queued.
         lines = [line for line in str(err).strip().splitlines() if line.strip()]
@@ -395,7 +415,7 @@ def launch(settings: LaunchSettings) -> int:
         print(f"Running {len(jobs)} jobs locally; results in {base}", flush=True)
         handles = run_throttled(executor, jobs, settings.local.max_parallel)
     else:
-        handles = _submit_to_slurm(executor, jobs)
+        handles = _submit_to_slurm(executor, jobs, settings.slurm.requeue)
         print(f"Submitted {len(jobs)} jobs as SLURM array {handles[0].job_id.split('_')[0]}")
         print(f"Results: {base}\nLogs: {base / SUBMITIT_DIR}", flush=True)
         if not settings.wait:

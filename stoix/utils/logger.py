@@ -184,8 +184,10 @@ def _episode_std(values: np.ndarray) -> float:
 
 
 def _across_seeds(values: Sequence[float]) -> _SeedStats:
-    """Mean and population standard deviation over seeds."""
+    """Mean and population standard deviation over the seeds that have a value (a run frozen
+    after diverging, or one that finished no episode, has NaN)."""
     array = np.asarray(values, dtype=np.float64)
+    array = array[np.isfinite(array)]
     if not array.size:
         return _SeedStats(math.nan, math.nan)
     return _SeedStats(float(np.mean(array)), float(np.std(array)))

@@ -32,6 +32,7 @@ from stoix.base_types import LearnerState, Params, PRNGKey, TrainMetrics
 from stoix.evaluator.anakin import EvalActFn, EvalOutput, make_evaluator
 from stoix.utils.config import ConfigError, RunPlan, make_run_plan, to_plain
 from stoix.utils.distributed import (
+    any_process,
     broadcast_text,
     initialise_distributed,
     is_primary,
@@ -39,6 +40,9 @@ from stoix.utils.distributed import (
     to_host,
 )
 from stoix.utils.env_factory import make_env
+from stoix.utils.results_path import check_results_path, writes_to
+from stoix.utils.schema import validate_config
+from stoix.utils.stopping import RunStopped, StopRequest, stop_on_signals
 from stoix.utils.timing import CompileCounter
 from stoix.wrappers.episode import EpisodeEnv
 
@@ -129,25 +133,51 @@ class CheckpointPayload(NamedTuple):
     learner_state: LearnerState  # [D, S, B, ...]
     best_actor_params: Params  # [D, S, ...] best-so-far params per seed, for the absolute metric
     best_returns: np.ndarray  # [S]
+    # [S] env steps at which each run diverged and was frozen; HEALTHY while it trains.
+    diverged_at_step: np.ndarray
+
+
+HEALTHY = -1
 
 
 class TrainingDiverged(RuntimeError):
     """Training produced NaN or inf; the run stops before the bad state is checkpointed."""
 
 
-def check_finite(train: Sequence[dict[str, float]], runs: Sequence[str], step: int) -> None:
+def non_finite_metrics(summary: Mapping[str, float]) -> list[str]:
     # Episode statistics are NaN when no episode ended in a period; only losses must be finite.
+    return [
+        name
+        for name, value in summary.items()
+        if name not in ("episode_return", "episode_length") and not np.isfinite(value)
+    ]
+
+
+def check_finite(train: Sequence[dict[str, float]], runs: Sequence[str], step: int) -> None:
     for run, summary in zip(runs, train, strict=True):
-        bad = [
-            name
-            for name, value in summary.items()
-            if name not in ("episode_return", "episode_length") and not np.isfinite(value)
-        ]
+        bad = non_finite_metrics(summary)
         if bad:
             raise TrainingDiverged(
                 f"non-finite {', '.join(bad)} in {run} during the period ending at step "
                 f"{step:,}; the last good checkpoint (if any) is kept"
             )
+
+
+def _finite_per_run(metrics: TrainMetrics) -> jax.Array:
+    """[S] whether every loss value of each run in one device's [S, B, U, ...] metrics is
+    finite, agreed over the devices (each holds a share of every run's replicas)."""
+    leaves = jax.tree.leaves(metrics.loss_info)
+    finite = jnp.ones(metrics.num_episodes.shape[:1], bool)
+    for leaf in leaves:
+        finite &= jnp.all(jnp.isfinite(leaf.reshape(leaf.shape[0], -1)), axis=1)
+    return jax.lax.pmin(finite.astype(jnp.int32), DEVICE_AXIS) > 0
+
+
+def _keep_healthy(new: Any, old: Any, keep: jax.Array) -> Any:
+    """Each run's new state where `keep` [S], its state from before the period elsewhere."""
+    return jax.tree.map(
+        lambda n, o: jnp.where(keep.reshape(keep.shape + (1,) * (n.ndim - 1)), n, o), new, old
+    )
 
 
 @dataclass(frozen=True)
@@ -199,6 +229,17 @@ def _summarise_train(metrics: TrainMetrics, num_seeds: int) -> list[dict[str, fl
     return summaries
 
 
+def _mark_diverged(
+    evaluation: Sequence[dict[str, np.ndarray]], diverged_at_step: np.ndarray
+) -> None:
+    """Files the step at which a frozen run diverged with each of its evaluations, so the
+    marl-eval JSON says which runs stopped learning (as a one-value metric list, the only
+    shape marl-eval's readers accept beside the episode lists)."""
+    for per_run, step in zip(evaluation, diverged_at_step, strict=True):
+        if step != HEALTHY:
+            per_run["diverged_at_step"] = np.array([step], np.float64)
+
+
 def _eval_to_host(out: EvalOutput, num_episodes: int) -> list[dict[str, np.ndarray]]:
     """[D, S, E/D] device-split episodes → per seed {metric: [E]}."""
     host = to_host(out)
@@ -213,13 +254,20 @@ def _eval_to_host(out: EvalOutput, num_episodes: int) -> list[dict[str, np.ndarr
     return results
 
 
+def runs_root_of(cfg: DictConfig, system_name: str) -> Path:
+    """The folder whose subfolders are the run directories of this system on this task."""
+    return (
+        Path(str(cfg.logger.base_exp_path)) / system_name / f"{cfg.env.suite}_{cfg.env.task_name}"
+    )
+
+
 def run_directory(cfg: DictConfig, system: Any, plain: dict) -> Tuple[Path, bool]:
     """Where this run writes, and whether it resumes; decided before anything is written."""
     from stoix.utils.checkpointing import find_resumable_run
 
-    runs_root = (
-        Path(str(cfg.logger.base_exp_path)) / system.name / f"{cfg.env.suite}_{cfg.env.task_name}"
-    )
+    check_results_path(Path(str(cfg.logger.base_exp_path)))
+
+    runs_root = runs_root_of(cfg, system.name)
     ckpt = cfg.logger.checkpointing
     if ckpt.load_model or ckpt.get("load_path"):
         if ckpt.get("load_path"):
@@ -292,6 +340,13 @@ def open_checkpoints(
     return checkpointer, restored.payload, period + 1
 
 
+def resumed_checkpoint(checkpointer: Any, start_period: int) -> Path | None:
+    """The checkpoint a run resumed from (the last good one until it saves again), if any."""
+    if checkpointer is None or start_period == 0:
+        return None
+    return checkpointer.directory / str(start_period - 1)
+
+
 def open_run_logger(
     cfg: DictConfig,
     plain: dict,
@@ -340,11 +395,22 @@ def run_anakin(cfg: DictConfig, system: AnakinSystem) -> float:
 
 
 def run_anakin_measured(cfg: DictConfig, system: AnakinSystem) -> RunResult:
-    """Runs one Anakin experiment and reports what it measured (see `RunResult`)."""
+    """Runs one Anakin experiment and reports what it measured (see `RunResult`).
+
+    Raises:
+        RunStopped: SIGTERM, SIGUSR1 or SIGUSR2 arrived; the run stopped at the end of the
+            period it was in, with that period logged and (if checkpointing is on) saved.
+    """
+    with stop_on_signals() as stop_request:
+        return _run_anakin(cfg, system, stop_request)
+
+
+def _run_anakin(cfg: DictConfig, system: AnakinSystem, stop_request: StopRequest) -> RunResult:
     from stoix.utils.logger import RunIdentity, check_tracker_settings
 
     OmegaConf.set_readonly(cfg, True)
     # CONFIG CHECKS: all of them happen before compiling or writing anything.
+    validate_config(cfg)  # before `arch.distributed` is read
     initialise_distributed(cfg)  # before anything touches a device
     devices = jax.devices()  # every process's devices: the mesh spans all of them
     primary = is_primary()
@@ -412,11 +478,19 @@ def run_anakin_measured(cfg: DictConfig, system: AnakinSystem) -> RunResult:
     )
     replica_axes = (BATCH_AXIS, DEVICE_AXIS) if plan.update_batch_size > 1 else (DEVICE_AXIS,)
 
-    def learn_body(state: LearnerState) -> Tuple[LearnerState, TrainMetrics]:
+    def learn_body(
+        state: LearnerState, training: jax.Array
+    ) -> Tuple[LearnerState, TrainMetrics, jax.Array]:
         local = jax.tree.map(lambda x: x[0], state)
-        return jax.tree.map(lambda x: x[None], per_device(local))
+        new, metrics = per_device(local)
+        finite = _finite_per_run(metrics)
+        if plan.num_runs > 1:
+            # One diverging run must not end the others: it keeps the state it had before this
+            # period (frozen from now on) while the others train on.
+            new = _keep_healthy(new, local, finite & training[0])
+        return jax.tree.map(lambda x: x[None], (new, metrics, finite))
 
-    learn = on_each_device(learn_body, donate=True)
+    learn = on_each_device(learn_body, num_args=2, donate=True)
 
     def init_body(shared: Any, replica_keys: jax.Array) -> LearnerState:
         # shared: [1, S, ...] → every update-batch slot of a seed starts from the same copy.
@@ -477,6 +551,7 @@ def run_anakin_measured(cfg: DictConfig, system: AnakinSystem) -> RunResult:
         learner_state=state,
         best_actor_params=extract_actor(state),
         best_returns=np.full((plan.num_runs,), -np.inf, np.float32),
+        diverged_at_step=np.full((plan.num_runs,), HEALTHY, np.int64),
     )
     ckpt_cfg = cfg.logger.checkpointing
     checkpointer, payload, start_period = open_checkpoints(
@@ -485,6 +560,7 @@ def run_anakin_measured(cfg: DictConfig, system: AnakinSystem) -> RunResult:
     state = payload.learner_state
     best_params = payload.best_actor_params
     best_returns = np.asarray(payload.best_returns, np.float32).copy()
+    diverged_at_step = np.asarray(payload.diverged_at_step, np.int64).copy()
 
     if primary:
         processes = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
@@ -498,8 +574,13 @@ def run_anakin_measured(cfg: DictConfig, system: AnakinSystem) -> RunResult:
 
     # COMPILE once, ahead of time, so the periods below never compile again.
     compile_start = time.perf_counter()
+
+    def training_mask() -> jax.Array:
+        training = np.broadcast_to(diverged_at_step == HEALTHY, (plan.num_devices, plan.num_runs))
+        return to_global(np.ascontiguousarray(training), sharded)
+
     with replicas_over(replica_axes):
-        learn_compiled = learn.lower(state).compile()
+        learn_compiled = learn.lower(state, training_mask()).compile()
     # One key per evaluation (and one for the absolute metric), made now so periods compile nothing.
     eval_keys = np.asarray(
         jax.random.split(
@@ -519,27 +600,60 @@ def run_anakin_measured(cfg: DictConfig, system: AnakinSystem) -> RunResult:
     )
     compile_seconds = time.perf_counter() - compile_start
 
-    logger = open_run_logger(cfg, plain, run_dir, resume, identity, plan)
+    with writes_to(run_dir, None):
+        logger = open_run_logger(cfg, plain, run_dir, resume, identity, plan)
     if primary:
         print(f"Writing to {run_dir} (compiled in {compile_seconds:.1f}s)")
 
+    if primary:
+        for run, step in zip(identity.run_names, diverged_at_step, strict=True):
+            if step != HEALTHY:
+                print(
+                    f"Warning: {run} diverged at step {step:,} before the resume; it stays frozen.",
+                    file=sys.stderr,
+                )
     startup_compilations = compile_counter.count
     last_return = float("nan")
     absolute_return = float("nan")
     total_learn_seconds = 0.0
     env_steps = 0
+    last_checkpoint = resumed_checkpoint(checkpointer, start_period)
     try:
         for period in range(start_period, plan.num_evaluation):
+            # A signal (during compilation, or the period before) ends the run here, between
+            # periods; every process stops at the same one, or the others would wait forever.
+            if any_process(stop_request.requested):
+                raise RunStopped(
+                    tuple(stop_request.received),
+                    period * plan.steps_per_evaluation,
+                    last_checkpoint,
+                )
             # LEARN for one evaluation period.
             start = time.perf_counter()
-            state, metrics = learn_compiled(state)
+            state, metrics, finite = learn_compiled(state, training_mask())
             jax.block_until_ready(state)
             learn_seconds = time.perf_counter() - start
             total_learn_seconds += learn_seconds
             env_steps += plan.num_runs * plan.steps_per_evaluation
             train = _summarise_train(metrics, plan.num_runs)
             steps_done = (period + 1) * plan.steps_per_evaluation
-            check_finite(train, identity.run_names, steps_done)
+            newly_diverged = (diverged_at_step == HEALTHY) & ~to_host(finite)[0]
+            if np.all(newly_diverged | (diverged_at_step != HEALTHY)):
+                check_finite(train, identity.run_names, steps_done)
+                raise TrainingDiverged(f"every run has diverged by step {steps_done:,}")
+            for run in np.flatnonzero(newly_diverged):
+                diverged_at_step[run] = steps_done
+                if primary:
+                    print(
+                        f"Warning: {identity.run_names[run]} diverged (non-finite "
+                        f"{', '.join(non_finite_metrics(train[run]))}) in the period ending at "
+                        f"step {steps_done:,}; its state stays as it was at step "
+                        f"{steps_done - plan.steps_per_evaluation:,} and the other runs continue.",
+                        file=sys.stderr,
+                    )
+            for run in np.flatnonzero(diverged_at_step != HEALTHY):
+                # A frozen run re-runs its last good period each time; that is not training.
+                train[run] = dict.fromkeys(train[run], float("nan"))
 
             # EVALUATE the current params; remember each seed's best for the absolute metric.
             start = time.perf_counter()
@@ -550,6 +664,7 @@ def run_anakin_measured(cfg: DictConfig, system: AnakinSystem) -> RunResult:
             )
             eval_seconds = time.perf_counter() - start
             mean_returns = np.array([e["episode_return"].mean() for e in evaluation], np.float32)
+            _mark_diverged(evaluation, diverged_at_step)
             improved = mean_returns > best_returns
             improved_per_device = np.broadcast_to(improved, (plan.num_devices, plan.num_runs))
             best_params = keep_best_compiled(
@@ -559,25 +674,29 @@ def run_anakin_measured(cfg: DictConfig, system: AnakinSystem) -> RunResult:
             last_return = float(mean_returns.mean())
 
             # LOG and CHECKPOINT.
-            logger.log_period(
-                period,
-                steps_done,
-                train,
-                evaluation,
-                {
-                    "steps_per_second": plan.num_runs * plan.steps_per_evaluation / learn_seconds,
-                    "period_seconds": learn_seconds,
-                    "eval_seconds": eval_seconds,
-                    "compile_seconds": compile_seconds,
-                },
-            )
-            if ckpt_cfg.save_model and checkpointer is not None:
-                checkpointer.save(
+            with writes_to(run_dir, last_checkpoint):
+                logger.log_period(
                     period,
-                    CheckpointPayload(state, best_params, best_returns),
-                    metric=last_return,
-                    steps_done=steps_done,
+                    steps_done,
+                    train,
+                    evaluation,
+                    {
+                        "steps_per_second": plan.num_runs
+                        * plan.steps_per_evaluation
+                        / learn_seconds,
+                        "period_seconds": learn_seconds,
+                        "eval_seconds": eval_seconds,
+                        "compile_seconds": compile_seconds,
+                    },
                 )
+                if ckpt_cfg.save_model and checkpointer is not None:
+                    checkpointer.save(
+                        period,
+                        CheckpointPayload(state, best_params, best_returns, diverged_at_step),
+                        metric=last_return,
+                        steps_done=steps_done,
+                    )
+                    last_checkpoint = checkpointer.directory / str(period)
 
         if bool(cfg.arch.absolute_metric):
             chunks = [
@@ -588,12 +707,15 @@ def run_anakin_measured(cfg: DictConfig, system: AnakinSystem) -> RunResult:
                 {name: np.concatenate([c[s][name] for c in chunks]) for name in chunks[0][s]}
                 for s in range(plan.num_runs)
             ]
-            logger.log_absolute(absolute)
+            _mark_diverged(absolute, diverged_at_step)
+            with writes_to(run_dir, last_checkpoint):
+                logger.log_absolute(absolute)
             absolute_return = float(np.mean([a["episode_return"].mean() for a in absolute]))
     finally:
-        logger.close()
-        if checkpointer is not None:
-            checkpointer.close()
+        with writes_to(run_dir, last_checkpoint):
+            logger.close()
+            if checkpointer is not None:
+                checkpointer.close()
     if primary and bool(cfg.arch.get("report_compiles", False)):
         print(f"XLA compilations: {compile_counter.count}")
     return RunResult(

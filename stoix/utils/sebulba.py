@@ -39,15 +39,19 @@ from omegaconf import DictConfig, OmegaConf
 from stoix.base_types import EnvSpec, Observation, Params, PRNGKey
 from stoix.evaluator.sebulba import EvalStepFn, evaluate_on_host
 from stoix.utils.config import ConfigError, RunPlan, make_run_plan, to_plain
+from stoix.utils.results_path import writes_to
 from stoix.utils.runner import (
     DEVICE_AXIS,
+    HEALTHY,
     CheckpointPayload,
     check_finite,
     open_checkpoints,
     open_run_logger,
     replicas_over,
+    resumed_checkpoint,
     run_directory,
 )
+from stoix.utils.stopping import RunStopped, StopRequest, stop_on_signals
 from stoix.utils.timing import CompileCounter
 from stoix.wrappers.host import HostStep, HostVectorEnv
 from stoix.wrappers.host_factory import make_host_env
@@ -524,7 +528,10 @@ def run_sebulba_measured(cfg: DictConfig, system: SebulbaSystem) -> SebulbaResul
             actor_envs.append(
                 make_host_env(cfg.env, plan.envs_per_replica, int(cfg.arch.seed) + 7919 * actor)
             )
-        return _run(cfg, system, layout, plan, guard, eval_env, actor_envs, lifetime)
+        with stop_on_signals() as stop_request:
+            return _run(
+                cfg, system, layout, plan, guard, eval_env, actor_envs, lifetime, stop_request
+            )
     finally:
         lingering = lifetime.shutdown()
         if lingering:
@@ -545,6 +552,7 @@ def _run(
     eval_env: HostVectorEnv,
     actor_envs: Sequence[HostVectorEnv],
     lifetime: Lifetime,
+    stop_request: StopRequest,
 ) -> SebulbaResult:
     from stoix.utils.logger import RunIdentity, check_tracker_settings
 
@@ -574,7 +582,9 @@ def _run(
     params_key, actors_key = jax.random.split(jax.random.PRNGKey(seed))
     state = jax.device_put(jax.jit(parts.init_learner)(params_key), replicated)
     best_params = _copy_to(parts.actor_params(state), layout.evaluator_device)
-    payload = CheckpointPayload(state, best_params, np.full((1,), -np.inf, np.float32))
+    payload = CheckpointPayload(
+        state, best_params, np.full((1,), -np.inf, np.float32), np.full((1,), HEALTHY, np.int64)
+    )
     ckpt_cfg = cfg.logger.checkpointing
     checkpointer, payload, start_period = open_checkpoints(
         cfg, plain, run_dir, resume, payload, plan.num_evaluation
@@ -623,7 +633,8 @@ def _run(
     compile_seconds = time.perf_counter() - compile_start
     startup_compilations = compile_counter.count
 
-    logger = open_run_logger(cfg, plain, run_dir, resume, identity, plan)
+    with writes_to(run_dir, None):
+        logger = open_run_logger(cfg, plain, run_dir, resume, identity, plan)
     print(f"Writing to {run_dir} (compiled in {compile_seconds:.1f}s)")
 
     # START the actors once the first parameters are published.
@@ -655,8 +666,15 @@ def _run(
     learn_seconds = 0.0
     env_steps = 0
     stage_totals: Dict[str, float] = {}
+    last_checkpoint = resumed_checkpoint(checkpointer, start_period)
     try:
         for period in range(start_period, plan.num_evaluation):
+            if stop_request.requested:
+                raise RunStopped(
+                    tuple(stop_request.received),
+                    period * plan.steps_per_evaluation,
+                    last_checkpoint,
+                )
             # LEARN: one rollout from every actor per update.
             period_start = time.perf_counter()
             infos, lags = [], []
@@ -700,25 +718,32 @@ def _run(
             if final_return > best_return:
                 best_return, best_params = final_return, actor_params
 
-            logger.log_period(
-                period,
-                steps_done,
-                [train],
-                [evaluation],
-                {
-                    "steps_per_second": plan.steps_per_evaluation / period_seconds,
-                    "period_seconds": period_seconds,
-                    "eval_seconds": eval_seconds,
-                    "compile_seconds": compile_seconds,
-                },
-            )
-            if ckpt_cfg.save_model and checkpointer is not None:
-                checkpointer.save(
+            with writes_to(run_dir, last_checkpoint):
+                logger.log_period(
                     period,
-                    CheckpointPayload(state, best_params, np.asarray([best_return], np.float32)),
-                    metric=final_return,
-                    steps_done=steps_done,
+                    steps_done,
+                    [train],
+                    [evaluation],
+                    {
+                        "steps_per_second": plan.steps_per_evaluation / period_seconds,
+                        "period_seconds": period_seconds,
+                        "eval_seconds": eval_seconds,
+                        "compile_seconds": compile_seconds,
+                    },
                 )
+                if ckpt_cfg.save_model and checkpointer is not None:
+                    checkpointer.save(
+                        period,
+                        CheckpointPayload(
+                            state,
+                            best_params,
+                            np.asarray([best_return], np.float32),
+                            np.full((1,), HEALTHY, np.int64),
+                        ),
+                        metric=final_return,
+                        steps_done=steps_done,
+                    )
+                    last_checkpoint = checkpointer.directory / str(period)
         # The actors are not needed for the absolute metric.
         lifetime.shutdown()
         lifetime.check()
@@ -730,15 +755,17 @@ def _run(
                 )
                 chunks.append(chunk)
             absolute = {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
-            logger.log_absolute([absolute])
+            with writes_to(run_dir, last_checkpoint):
+                logger.log_absolute([absolute])
             absolute_return = float(absolute["episode_return"].mean())
     except _Stopped:
         lifetime.check()
         raise
     finally:
-        logger.close()
-        if checkpointer is not None:
-            checkpointer.close()
+        with writes_to(run_dir, last_checkpoint):
+            logger.close()
+            if checkpointer is not None:
+                checkpointer.close()
     if bool(cfg.arch.get("report_compiles", False)):
         print(f"XLA compilations: {compile_counter.count}")
     return SebulbaResult(
