@@ -166,18 +166,9 @@ class Job:
 
 
 def run_job(job: Job) -> float:
-    """What every submitit job runs (in its own process): returns the final return. On SLURM it
-    is `ResumableRun`, which resumes after a requeue (see stoix/utils/resumable_job.py)."""
+    """What a local job runs; SLURM jobs run `ResumableRun` (stoix/utils/resumable_job.py)."""
     module = importlib.import_module(job.system.module)
     return float(module.run_experiment(job.compose()))
-
-
-def requeue_overrides(settings: LaunchSettings) -> Tuple[str, ...]:
-    """SLURM jobs that requeue themselves after a time-out or preemption need a checkpoint to
-    resume from: every period is saved."""
-    if settings.executor is Executor.slurm and settings.slurm.requeue:
-        return ("logger.checkpointing.save_model=True",)
-    return ()
 
 
 def plan_jobs(settings: LaunchSettings) -> List[Job]:
@@ -189,11 +180,10 @@ def plan_jobs(settings: LaunchSettings) -> List[Job]:
     systems = [SystemFile.from_path(path) for path in settings.systems]
     base = str(Path(settings.base_exp_path).expanduser().resolve())
     grid = [tuple(entry) for entry in settings.grid] or [()]
-    overrides = (
-        tuple(settings.overrides)
-        + multihost_overrides(settings, systems)
-        + requeue_overrides(settings)
-    )
+    # A SLURM job that requeues itself after a time-out or preemption resumes from a checkpoint.
+    requeue = settings.executor is Executor.slurm and settings.slurm.requeue
+    resumable = ("logger.checkpointing.save_model=True",) if requeue else ()
+    overrides = tuple(settings.overrides) + multihost_overrides(settings, systems) + resumable
     return [
         Job(system, env, seed, base, overrides, entry)
         for system in systems
