@@ -14,9 +14,8 @@ from tests.helpers import TINY, read_metrics, runs_of
 SYSTEMS = [
     (ff_ppo, "ff_ppo", []),
     (ff_ppo_continuous, "ff_ppo_continuous", []),
-    # CNNTorso on MinAtar runs in the default tier under PQN and DQN below; the slow tier keeps
-    # PPO's CNN run too (70 s on 2 cores).
-    pytest.param(ff_ppo, "ff_ppo", ["env=gymnax/breakout", "network=cnn"], marks=pytest.mark.slow),
+    # CNN torsos on MinAtar run from the README's commands (tests/test_readme_commands.py, one
+    # device): PQN's and DQN's in the default tier, PPO's in the slow tier.
     # Snake has an action mask: invalid moves must get zero probability in the categorical head.
     # The slow tier keeps it (90 s on 2 cores); the default run tests the masked head itself
     # (tests/test_networks.py) and the Snake adapter (tests/test_suite_adapters.py).
@@ -27,11 +26,6 @@ SYSTEMS = [
         marks=pytest.mark.slow,
     ),
     (ff_pqn, "ff_pqn", []),
-    (
-        ff_pqn,
-        "ff_pqn",
-        ["system=q_learning/ff_pqn_minatar", "network=visual_pqn", "env=gymnax/breakout"],
-    ),
     # The LSTM cell runs in tests/test_rec_pqn.py; the system code does not depend on the cell.
     (rec_pqn, "rec_pqn", []),
 ]
@@ -47,10 +41,8 @@ def test_two_devices_are_forced():
     ids=[
         "ff_ppo",
         "ff_ppo_continuous",
-        "ff_ppo_cnn_minatar",
         "ff_ppo_cnn_snake",
         "ff_pqn",
-        "ff_pqn_minatar",
         "rec_pqn_gru_recall",
     ],
 )
@@ -89,8 +81,8 @@ Q_SYSTEMS = [
     ("ff_c51", ["network=mlp_dueling_c51"]),
     ("ff_qr_dqn", []),
     ("ff_rainbow", []),
-    # Visual dueling network on MinAtar; Snake's action mask must hold in ε-greedy and targets.
-    ("ff_dqn", ["env=gymnax/breakout", "network=visual_dueling_dqn"]),
+    # Snake's action mask must hold in ε-greedy and targets. (The visual dueling network on
+    # MinAtar runs from the README's command, tests/test_readme_commands.py.)
     ("ff_ddqn", ["env=jumanji/snake", "network=visual_dqn", "env.max_episode_steps=64"]),
 ]
 
@@ -105,7 +97,6 @@ Q_SYSTEMS = [
         "ff_c51_dueling",
         "ff_qr_dqn",
         "ff_rainbow",
-        "ff_dqn_visual_minatar",
         "ff_ddqn_visual_snake",
     ],
 )
