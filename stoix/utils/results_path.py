@@ -152,7 +152,11 @@ def _stderr_held_back() -> Iterator[_HeldOutput]:
     thread, and writes what it collected back to stderr at the end unless told to discard it."""
     held = _HeldOutput()
     sys.stderr.flush()
-    saved = os.dup(2)
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to hold back (a closed descriptor 2)
+        yield held
+        return
     read_end, write_end = os.pipe()
     os.dup2(write_end, 2)
     os.close(write_end)
