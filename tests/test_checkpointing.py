@@ -19,14 +19,16 @@ import pytest  # noqa: E402
 from jax.sharding import Mesh, NamedSharding, PartitionSpec  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from stoix.utils import checkpoint_integrity, checkpointing  # noqa: E402
-from stoix.utils.checkpointing import (  # noqa: E402
+from stoix.checkpointing import (  # noqa: E402
     Checkpointer,
     CheckpointError,
+    CheckpointInfo,
     config_fingerprint,
     find_resumable_run,
+    integrity,
 )
-from stoix.utils.config import ConfigError  # noqa: E402
+from stoix.checkpointing import checkpointer as checkpointer_module  # noqa: E402
+from stoix.errors import ConfigError  # noqa: E402
 
 
 class Params(NamedTuple):
@@ -126,11 +128,11 @@ def test_round_trip_keeps_values_dtypes_and_shardings(tmp_path: Path) -> None:
     _assert_same(restored, state)
     assert restored.counters.key.dtype == jnp.uint32
     assert len(restored.env_states["position"].sharding.device_set) == 2
-    assert info == checkpointing.CheckpointInfo(
+    assert info == CheckpointInfo(
         period=0,
         steps_done=640,
         metric=12.5,
-        format_version=checkpointing.FORMAT_VERSION,
+        format_version=checkpointer_module.FORMAT_VERSION,
         fingerprint=config_fingerprint(_config()),
     )
 
@@ -237,7 +239,9 @@ def test_format_version_mismatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     with Checkpointer(directory, _config()) as checkpointer:
         checkpointer.save(0, _state(), metric=1.0, steps_done=10)
 
-    monkeypatch.setattr(checkpointing, "FORMAT_VERSION", checkpointing.FORMAT_VERSION + 1)
+    monkeypatch.setattr(
+        checkpointer_module, "FORMAT_VERSION", checkpointer_module.FORMAT_VERSION + 1
+    )
     with Checkpointer(directory, _config()) as checkpointer:
         with pytest.raises(CheckpointError, match="format version"):
             checkpointer.restore(_zeros_like(_state()))
@@ -269,7 +273,7 @@ def _rewrite_metadata(step_dir: Path, edit: Any) -> None:
     """Changes a checkpoint's metadata and records the result, as a buggy writer would."""
     path = step_dir / "meta" / "metadata"
     path.write_text(json.dumps(edit(json.loads(path.read_text()))))
-    checkpoint_integrity.write_record(step_dir, checkpointing.FORMAT_VERSION)
+    integrity.write_record(step_dir, checkpointer_module.FORMAT_VERSION)
 
 
 def test_integrity_record_covers_every_file_of_the_checkpoint(tmp_path: Path) -> None:
@@ -278,13 +282,13 @@ def test_integrity_record_covers_every_file_of_the_checkpoint(tmp_path: Path) ->
         checkpointer.save(0, _state(), metric=1.0, steps_done=10)
 
     step_dir = directory / "0"
-    record = checkpoint_integrity.read_record(step_dir)
+    record = integrity.read_record(step_dir)
     on_disk = {
         p.relative_to(step_dir).as_posix()
         for p in step_dir.rglob("*")
         if p.is_file() and p.name != "integrity.json"
     }
-    assert record.format_version == checkpointing.FORMAT_VERSION == 3
+    assert record.format_version == checkpointer_module.FORMAT_VERSION == 3
     assert set(record.files) == on_disk
     assert "_CHECKPOINT_METADATA" in on_disk and "meta/metadata" in on_disk
 
@@ -363,7 +367,7 @@ def test_a_save_killed_before_its_record_keeps_the_previous_checkpoint(
     def killed(*args: Any) -> None:
         raise Killed
 
-    monkeypatch.setattr(checkpointing, "write_record", killed)
+    monkeypatch.setattr(checkpointer_module, "write_record", killed)
     with pytest.raises(Killed):
         checkpointer.save(1, _state(1), metric=2.0, steps_done=20)
     monkeypatch.undo()
@@ -429,7 +433,7 @@ def test_flipped_bit_in_array_data_is_refused(tmp_path: Path) -> None:
 # The middle case is metadata of the right version with every other field missing.
 @pytest.mark.parametrize(
     "garbage",
-    [b"{not json", f'{{"format_version": {checkpointing.FORMAT_VERSION}}}'.encode(), b"[]"],
+    [b"{not json", f'{{"format_version": {checkpointer_module.FORMAT_VERSION}}}'.encode(), b"[]"],
 )
 @pytest.mark.parametrize("with_integrity_file", [True, False])
 def test_garbage_metadata_is_refused(
@@ -453,7 +457,7 @@ def test_garbage_metadata_is_refused(
 
     # Metadata its record vouches for, yet unreadable, is refused as unreadable.
     if garbage != b"{not json":
-        checkpoint_integrity.write_record(step_dir, checkpointing.FORMAT_VERSION)
+        integrity.write_record(step_dir, checkpointer_module.FORMAT_VERSION)
         with Checkpointer(directory, _config()) as checkpointer:
             with pytest.raises(CheckpointError, match="0 has unreadable metadata"):
                 checkpointer.restore(_zeros_like(_state()))
@@ -471,7 +475,7 @@ def test_garbage_array_metadata_is_refused(tmp_path: Path) -> None:
             checkpointer.restore(_zeros_like(_state()))
 
     # Files that match their record but that orbax cannot read: its failure is one line too.
-    checkpoint_integrity.write_record(step_dir, checkpointing.FORMAT_VERSION)
+    integrity.write_record(step_dir, checkpointer_module.FORMAT_VERSION)
     with Checkpointer(directory, _config()) as checkpointer:
         with pytest.raises(CheckpointError, match="checkpoint 0 cannot be read") as refusal:
             checkpointer.restore(_zeros_like(_state()))
@@ -488,7 +492,7 @@ def test_an_older_format_version_is_refused_in_one_line(tmp_path: Path) -> None:
     metadata = step_dir / "meta" / "metadata"
     raw = json.loads(metadata.read_text())
     metadata.write_text(json.dumps({**raw, "format_version": 2}))
-    sums = checkpoint_integrity._file_sums(step_dir, ["meta/metadata"])
+    sums = integrity._file_sums(step_dir, ["meta/metadata"])
     (step_dir / "integrity.json").write_text(json.dumps({k: list(v) for k, v in sums.items()}))
 
     with Checkpointer(directory, _config()) as checkpointer:
@@ -531,7 +535,7 @@ class _Payload(NamedTuple):
 
 
 def test_open_checkpoints_records_the_runs_device_count(tmp_path: Path) -> None:
-    from stoix.utils.runner import open_checkpoints
+    from stoix.runners.session import open_checkpoints
 
     cfg = OmegaConf.create(
         {"logger": {"checkpointing": {"save_model": True, "keep_latest": 1, "keep_best": 1}}}
@@ -659,4 +663,4 @@ def test_a_run_resumes_past_a_damaged_newest_checkpoint_and_keeps_saving(
     # The resumed run saved period 1 again, completely, next to the set-aside copy.
     assert sorted(p.name for p in directory.iterdir()) == ["0", "1", "_rejected"]
     step_dir = directory / "1"
-    checkpoint_integrity.verify_files(step_dir, checkpoint_integrity.read_record(step_dir))
+    integrity.verify_files(step_dir, integrity.read_record(step_dir))
