@@ -11,9 +11,10 @@ import pytest
 from tensorboard.backend.event_processing import event_file_loader
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from stoix.utils import logger as logger_module
-from stoix.utils.config import ConfigError
-from stoix.utils.logger import RunIdentity, StoixLogger
+import stoix.logger.console as console_module
+import stoix.logger.facade as facade_module
+from stoix.errors import ConfigError
+from stoix.logger import RunIdentity, StoixLogger
 
 IDENTITY = RunIdentity(system_name="ff_ppo", env_name="gymnax", task_name="cartpole", seeds=(0, 1))
 ANSI_ESCAPE = "\x1b["
@@ -284,7 +285,7 @@ def test_console_eta_uses_the_measured_period_time(
     tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     times = iter([0.0, 30.0, 40.0, 50.0])  # created, then the end of periods 0, 1, 2
-    monkeypatch.setattr(logger_module, "_now", lambda: next(times))
+    monkeypatch.setattr(facade_module, "_now", lambda: next(times))
     logger = _make_logger(tmp_path, num_periods=10, use_console=True, use_json=False)
     _log_periods(logger, range(3))
     logger.close()
@@ -299,7 +300,7 @@ def test_console_eta_uses_the_measured_period_time(
     [(152_345.0, "152.3k"), (999.0, "999.0"), (999_960.0, "1.0M"), (2.5e9, "2.5B")],
 )
 def test_counts_are_formatted_compactly(value: float, expected: str) -> None:
-    assert logger_module._format_count(value) == expected
+    assert console_module._format_count(value) == expected
 
 
 # ---------------------------------------------------------------------------------------------
