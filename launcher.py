@@ -4,7 +4,7 @@
     python launcher.py executor=local 'seeds=[0,1]' 'overrides=[arch.total_timesteps=1e5]'
     python launcher.py dry_run=True
 
-Config: stoix/configs/launcher/launcher.yaml; logic: stoix/utils/launching.py.
+Config: stoix/configs/launcher/launcher.yaml; logic: stoix/launch/jobs.py.
 """
 
 import sys
@@ -12,7 +12,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from stoix.utils.launching import main as launch_main
+from stoix.launch.jobs import main as launch_main
 
 
 @hydra.main(config_path="stoix/configs/launcher", config_name="launcher", version_base="1.3")

@@ -45,8 +45,8 @@ def worker(module: str, system: str, overrides: List[str], seed: int) -> Dict[st
     """One run of `module`'s system at `system`'s default config plus `overrides`."""
     import importlib
 
+    from stoix.runners.anakin import run_anakin_measured
     from stoix.utils.entry import compose_config
-    from stoix.utils.runner import run_anakin_measured
 
     start = time.perf_counter()
     system_module = importlib.import_module(module)

@@ -69,8 +69,8 @@ def envpool_random_rate(task: str, threads: int, envs_per_thread: int, seconds: 
 def worker(system: str, overrides: List[str]) -> Dict[str, Any]:
     import importlib
 
+    from stoix.runners.sebulba import run_sebulba_measured
     from stoix.utils.entry import compose_config
-    from stoix.utils.sebulba import run_sebulba_measured
 
     module = importlib.import_module(SYSTEMS[system])
     cfg = compose_config(system, overrides, arch_dir="default/sebulba")

@@ -57,9 +57,9 @@ def _check_one_device() -> None:
 
 
 def worker_stoix(num_envs: int, steps: int, num_evaluation: int, seed: int) -> Dict[str, Any]:
+    from stoix.runners.anakin import run_anakin_measured
     from stoix.systems.ppo.anakin.ff_ppo import SYSTEM
     from stoix.utils.entry import compose_config
-    from stoix.utils.runner import run_anakin_measured
 
     _check_one_device()
     # Results go to a temporary folder: a benchmark writes nothing into the repository.

@@ -82,7 +82,14 @@ class TimeStep(NamedTuple):
 
 
 class Environment(Protocol):
-    """The one environment interface of Stoix: pure functions over an explicit state."""
+    """The one environment interface of Stoix: pure functions over an explicit state.
+
+    Every env a system is built with meets it (`stoix.wrappers.episode.EpisodeEnv` over a suite
+    adapter, `stoix.wrappers.envpool.EnvpoolEnv`); systems vmap `reset` and `step` over envs.
+    """
+
+    spec: "EnvSpec"  # what networks are built for and configs are checked against
+    max_episode_steps: int  # episodes are truncated at this many steps
 
     def reset(self, key: PRNGKey) -> Tuple[EnvState, TimeStep]: ...
 

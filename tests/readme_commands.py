@@ -21,8 +21,8 @@ from typing import Mapping, Sequence
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
+from stoix.launch.jobs import Executor, LaunchSettings, plan_jobs, settings_from_config
 from stoix.utils.entry import compose_config
-from stoix.utils.launching import Executor, LaunchSettings, plan_jobs, settings_from_config
 from tests.helpers import ONE_DEVICE_XLA_FLAGS, REPO, SEBULBA_TINY, TEST_XLA_FLAGS, TINY
 
 README = REPO / "README.md"

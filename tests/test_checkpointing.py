@@ -17,7 +17,6 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from jax.sharding import Mesh, NamedSharding, PartitionSpec  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
 
 from stoix.checkpointing import (  # noqa: E402
     Checkpointer,
@@ -536,9 +535,18 @@ class _Payload(NamedTuple):
 
 def test_open_checkpoints_records_the_runs_device_count(tmp_path: Path) -> None:
     from stoix.runners.session import open_checkpoints
+    from stoix.runners.settings import CheckpointSettings, RunSettings
 
-    cfg = OmegaConf.create(
-        {"logger": {"checkpointing": {"save_model": True, "keep_latest": 1, "keep_best": 1}}}
+    cfg = RunSettings(
+        seed=0,
+        evaluation_greedy=False,
+        eval_max_steps=None,
+        absolute_metric=False,
+        absolute_metric_episode_multiplier=1,
+        report_compiles=False,
+        checkpointing=CheckpointSettings(
+            save_model=True, load_model=False, load_path=None, keep_latest=1, keep_best=1
+        ),
     )
     run_dir = tmp_path / "run"
     checkpointer, _, start = open_checkpoints(

@@ -4,12 +4,13 @@ status 2, and write nothing."""
 import jax
 import pytest
 
+from stoix.errors import ConfigError
+from stoix.runners.sebulba_layout import make_sebulba_plan, resolve_layout
 from stoix.systems.ppo.anakin import ff_ppo, ff_ppo_continuous
 from stoix.systems.q_learning.anakin import ff_dqn, ff_pqn
 from stoix.systems.sac.anakin import ff_sac
-from stoix.utils.config import ConfigError, make_run_plan
+from stoix.utils.config import make_run_plan
 from stoix.utils.entry import compose_config, preflight
-from stoix.utils.sebulba import make_sebulba_plan, resolve_layout
 from tests.helpers import TINY, run_script
 
 

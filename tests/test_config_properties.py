@@ -22,10 +22,11 @@ from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from omegaconf import DictConfig, OmegaConf
 
+from stoix.errors import ConfigError
 from stoix.systems.ppo.anakin import ff_ppo
 from stoix.systems.q_learning.anakin import ff_dqn
 from stoix.systems.sac.anakin import ff_sac
-from stoix.utils.config import ConfigError, make_run_plan
+from stoix.utils.config import make_run_plan
 from stoix.utils.entry import compose_config, group_index
 from stoix.utils.overrides import check_command_line, check_keys, parse_overrides
 from tests.helpers import TINY, run_script

@@ -12,7 +12,9 @@ from tests.helpers import read_metrics, run_script, runs_of
 pytest.importorskip("envpool")
 
 from stoix.base_types import StepType  # noqa: E402
-from stoix.utils.config import ConfigError  # noqa: E402
+from stoix.errors import ConfigError
+
+# noqa: E402
 from stoix.wrappers.envpool import EnvpoolEnv  # noqa: E402
 
 NUM_ENVS = 3

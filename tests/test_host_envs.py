@@ -10,7 +10,9 @@ from omegaconf import OmegaConf
 pytest.importorskip("envpool")
 pytest.importorskip("gymnasium")
 
-from stoix.utils.config import ConfigError  # noqa: E402
+from stoix.errors import ConfigError
+
+# noqa: E402
 from stoix.wrappers.host import HostStep, HostVectorEnv  # noqa: E402
 from stoix.wrappers.host_envpool import EnvpoolHostEnv  # noqa: E402
 from stoix.wrappers.host_factory import make_host_env  # noqa: E402

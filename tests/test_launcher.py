@@ -12,7 +12,7 @@ from typing import Sequence
 import pytest
 from hydra import compose, initialize_config_dir
 
-from stoix.utils.launching import LaunchSettings, launch, main, settings_from_config
+from stoix.launch.jobs import LaunchSettings, launch, main, settings_from_config
 from tests.helpers import ONE_DEVICE_XLA_FLAGS, REPO, TEST_XLA_FLAGS
 from tests.slurm_cluster import ClusterUnavailable, LocalSlurmCluster, missing_binaries
 
@@ -78,7 +78,7 @@ def test_dry_run_lists_every_job_and_submits_nothing(tmp_path, capsys):
         ("envs=[gymnax/no_such_env]", "env=gymnax/no_such_env is not an option of group env"),
         ('overrides=["arch.no_such_key=1"]', "unknown key arch.no_such_key"),
         ("systems=[stoix/systems/ppo/anakin/no_such.py]", "does not exist"),
-        ("systems=[stoix/utils/launching.py]", "not a .py file under stoix/systems/"),
+        ("systems=[stoix/launch/jobs.py]", "not a .py file under stoix/systems/"),
     ],
 )
 def test_config_error_is_one_line_and_submits_nothing(tmp_path, capsys, override, message):
@@ -206,7 +206,7 @@ def test_a_two_task_slurm_job_is_one_run_over_both_processes(
 def test_a_preempted_slurm_job_checkpoints_requeues_itself_and_resumes(
     slurm_env, tmp_path, capsys, monkeypatch
 ):
-    from stoix.utils.launching import _submit_to_slurm, make_executor, plan_jobs, validate_jobs
+    from stoix.launch.jobs import _submit_to_slurm, make_executor, plan_jobs, validate_jobs
 
     for key, value in slurm_env.items():
         monkeypatch.setenv(key, value)
@@ -256,7 +256,7 @@ def test_a_preempted_slurm_job_checkpoints_requeues_itself_and_resumes(
 
 
 def test_multi_task_slurm_jobs_join_one_run_and_bad_shapes_are_refused(tmp_path):
-    from stoix.utils.launching import LaunchError, plan_jobs
+    from stoix.launch.jobs import LaunchError, plan_jobs
 
     def job_overrides(*overrides: str) -> tuple:
         (job,) = plan_jobs(

@@ -4,10 +4,10 @@ import importlib
 
 import pytest
 
+from stoix.runners.anakin import run_anakin_measured
 from stoix.systems.ppo.anakin import ff_ppo, ff_ppo_continuous
 from stoix.systems.q_learning.anakin import ff_dqn, ff_pqn
 from stoix.utils.entry import compose_config
-from stoix.utils.runner import run_anakin_measured
 
 
 def test_ppo_learns_cartpole_with_default_config(tmp_path):

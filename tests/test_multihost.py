@@ -14,9 +14,9 @@ import orbax.checkpoint as ocp
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
-from stoix.utils.checkpointing import config_fingerprint
-from stoix.utils.config import ConfigError
-from stoix.utils.distributed import distributed_settings
+from stoix.checkpointing import config_fingerprint
+from stoix.errors import ConfigError
+from stoix.launch.multihost import distributed_settings
 from tests.helpers import ONE_DEVICE_XLA_FLAGS, REPO, TINY, read_metrics, run_script
 
 PPO = "stoix/systems/ppo/anakin/ff_ppo.py"

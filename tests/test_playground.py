@@ -8,8 +8,12 @@ from omegaconf import OmegaConf
 pytest.importorskip("mujoco_playground")
 
 from stoix.base_types import StepType  # noqa: E402
-from stoix.utils.config import ConfigError  # noqa: E402
-from stoix.utils.env_factory import make_env  # noqa: E402
+from stoix.errors import ConfigError
+
+# noqa: E402
+from stoix.wrappers.env_factory import make_env
+
+  # noqa: E402
 
 
 def _env_cfg(scenario: str, cap: int | None):

@@ -14,7 +14,7 @@ import pytest
 
 from stoix.plotting import PlotOptions, make_plots
 from stoix.plotting.__main__ import main
-from stoix.plotting.plots import load_results
+from stoix.plotting.results import load_results
 from tests.helpers import REPO, TEST_XLA_FLAGS
 from tests.test_launcher import TINY_SWEEP, assert_sweep_results
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from stoix.errors import TrainingDiverged
 from stoix.utils.entry import compose_config
 from stoix.utils.results_path import ResultsUnwritable, check_results_path
-from stoix.utils.runner import TrainingDiverged
 from tests.helpers import REPO, TEST_XLA_FLAGS, TINY, read_metrics, runs_of
 
 PPO = "stoix/systems/ppo/anakin/ff_ppo.py"

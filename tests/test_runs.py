@@ -8,9 +8,10 @@ import time
 
 import pytest
 
+from stoix.errors import TrainingDiverged
+from stoix.runners.anakin import run_anakin_measured
 from stoix.systems.ppo.anakin import ff_ppo
 from stoix.utils.entry import compose_config
-from stoix.utils.runner import TrainingDiverged, run_anakin_measured
 from tests.helpers import REPO, TEST_XLA_FLAGS, TINY, read_metrics, run_script, runs_of
 
 
@@ -83,7 +84,7 @@ def test_learning_rate_by_seed_grid_in_one_program(tmp_path):
 
 
 def test_a_key_the_system_cannot_sweep_is_one_clear_error(tmp_path):
-    from stoix.utils.config import ConfigError
+    from stoix.errors import ConfigError
 
     cfg = compose_config(
         "ff_ppo",

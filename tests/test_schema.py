@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from stoix.errors import ConfigError
 from stoix.utils import schema
-from stoix.utils.config import ConfigError
 from stoix.utils.entry import CONFIG_ROOT, compose_config
 from stoix.utils.schema import SCHEMAS, validate_config
 from stoix.utils.schema_types import (

@@ -54,7 +54,7 @@ SHARED_LAYOUTS = [
     "name, layout", SHARED_LAYOUTS, ids=[f"{n}-{'-'.join(o)}" for n, o in SHARED_LAYOUTS]
 )
 def test_actors_and_learner_sharing_a_device(name, layout, tmp_path):
-    from stoix.utils.sebulba import run_sebulba_measured
+    from stoix.runners.sebulba import run_sebulba_measured
 
     cfg = compose_config(
         name,

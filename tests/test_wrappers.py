@@ -10,7 +10,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from stoix.base_types import StepType
-from stoix.utils.env_factory import make_env
+from stoix.wrappers.env_factory import make_env
 from stoix.wrappers.episode import EpisodeEnv
 from stoix.wrappers.gymnax import GYMNAX_TASKS, GymnaxAdapter
 from tests.helpers import REPO

@@ -5,8 +5,7 @@ from typing import Any, Callable, NamedTuple, Tuple
 import jax
 import jax.numpy as jnp
 
-from stoix.base_types import Action, Observation, Params, PRNGKey
-from stoix.wrappers.episode import EpisodeEnv
+from stoix.base_types import Action, Environment, Observation, Params, PRNGKey
 
 # (actor params, batched observation, key) -> batched actions
 EvalActFn = Callable[[Params, Observation, PRNGKey], Action]
@@ -54,7 +53,7 @@ class _EvalCarry(NamedTuple):
 
 
 def make_evaluator(
-    env: EpisodeEnv,
+    env: Environment,
     act: EvalActFn | RecurrentEvalAct,
     num_episodes: int,
     max_steps: int,

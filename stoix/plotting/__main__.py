@@ -7,7 +7,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from stoix.plotting.plots import PlotOptions, ResultsError, make_plots
+from stoix.plotting.plots import make_plots
+from stoix.plotting.results import PlotOptions, ResultsError
 
 _DESCRIPTION = """\
 Compare Stoix runs with marl-eval and rliable.

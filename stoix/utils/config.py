@@ -10,7 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from stoix.utils.config_error import ConfigError
+from stoix.errors import ConfigError
 from stoix.utils.schema import validate_config
 
 __all__ = ["ConfigError", "RunPlan", "check_divides", "check_range", "make_run_plan", "to_plain"]

@@ -17,7 +17,7 @@ from hydra import compose, initialize_config_dir
 from hydra._internal.utils import get_args_parser
 from omegaconf import DictConfig
 
-from stoix.utils.config import ConfigError
+from stoix.errors import ConfigError, ThreadFailure, TrainingDiverged
 from stoix.utils.overrides import (
     GroupIndex,
     check_command_line,
@@ -26,9 +26,7 @@ from stoix.utils.overrides import (
     concrete_texts,
     parse_overrides,
 )
-from stoix.utils.runner import TrainingDiverged
 from stoix.utils.schema import schema_for, validate_config
-from stoix.utils.sebulba import ThreadFailure
 from stoix.utils.stopping import RunStopped
 
 CONFIG_ROOT = Path(__file__).resolve().parent.parent / "configs"

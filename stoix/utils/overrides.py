@@ -20,7 +20,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from stoix.utils.config_error import ConfigError
+from stoix.errors import ConfigError
 from stoix.utils.schema import SCHEMAS
 from stoix.utils.schema_types import FreeForm, Schema, closest, suggest_key, suggestion
 

@@ -16,7 +16,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from stoix.utils.config import ConfigError
+from omegaconf import DictConfig
+
+from stoix.errors import ConfigError
 
 # Below this much free space a run cannot write even its config and first metrics file.
 MIN_FREE_BYTES = 16 * 1024 * 1024
@@ -177,3 +179,10 @@ def _stderr_held_back() -> Iterator[_HeldOutput]:
         os.close(read_end)
         if not held.discard and held.chunks:
             os.write(2, b"".join(held.chunks))
+
+
+def runs_root_of(cfg: DictConfig, system_name: str) -> Path:
+    """The folder whose subfolders are the run directories of this system on this task."""
+    return (
+        Path(str(cfg.logger.base_exp_path)) / system_name / f"{cfg.env.suite}_{cfg.env.task_name}"
+    )

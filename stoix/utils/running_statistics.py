@@ -10,6 +10,8 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from stoix.base_types import Observation
+
 
 class RunningStatistics(NamedTuple):
     mean: jax.Array  # observation shape
@@ -50,3 +52,10 @@ def update_statistics(
 
 def normalise(stats: RunningStatistics, x: jax.Array, clip: float = 10.0) -> jax.Array:
     return jnp.clip((x - stats.mean) / jnp.sqrt(stats.variance + 1e-8), -clip, clip)
+
+
+def observe(stats: RunningStatistics, observation: Observation, enabled: bool) -> Observation:
+    """What the networks see: the observation, normalised when that is switched on."""
+    if not enabled:
+        return observation
+    return observation._replace(agent_view=normalise(stats, observation.agent_view))

@@ -25,7 +25,7 @@ from typing import Any, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
-from stoix.utils.config_error import ConfigError
+from stoix.errors import ConfigError
 from stoix.utils.schema_types import (
     AnyOf,
     Bool,

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from stoix.utils.config_error import ConfigError
+from stoix.errors import ConfigError
 
 
 def show(value: Any) -> str:

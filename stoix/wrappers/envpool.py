@@ -46,7 +46,7 @@ from stoix.base_types import (
     StepType,
     TimeStep,
 )
-from stoix.utils.config import ConfigError
+from stoix.errors import ConfigError
 
 # Each pool's envs are seeded from seed + env index; pools sit this far apart.
 _POOL_SEED_STRIDE = 100_003
@@ -111,7 +111,7 @@ def _refuse_outer_vmap(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def _device_index_and_count() -> Tuple[jax.Array, int]:
     """This replica's device index and the device count under the runner's shard_map."""
-    from stoix.utils.runner import DEVICE_AXIS
+    from stoix.parallel import DEVICE_AXIS
 
     try:
         return jax.lax.axis_index(DEVICE_AXIS), int(jax.lax.axis_size(DEVICE_AXIS))

@@ -16,7 +16,7 @@ import numpy as np
 
 from stoix.wrappers.envpool import ATARI_DEFAULTS
 from stoix.wrappers.host import HostStep
-from stoix.wrappers.host_factory import (
+from stoix.wrappers.host_base import (
     HostEpisodes,
     SuiteStep,
     checked_actions,

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from stoix.wrappers.host import HostStep
-from stoix.wrappers.host_factory import (
+from stoix.wrappers.host_base import (
     HostEpisodes,
     SuiteStep,
     checked_actions,

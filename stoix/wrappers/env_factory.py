@@ -4,7 +4,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict
 
 from omegaconf import DictConfig, OmegaConf
 
-from stoix.utils.config import ConfigError
+from stoix.errors import ConfigError
 from stoix.wrappers.episode import EpisodeEnv, SuiteAdapter
 
 if TYPE_CHECKING:

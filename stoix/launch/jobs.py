@@ -166,7 +166,7 @@ class Job:
 
 
 def run_job(job: Job) -> float:
-    """What a local job runs; SLURM jobs run `ResumableRun` (stoix/utils/resumable_job.py)."""
+    """What a local job runs; SLURM jobs run `ResumableRun` (stoix/launch/resumable_job.py)."""
     module = importlib.import_module(job.system.module)
     return float(module.run_experiment(job.compose()))
 
@@ -232,7 +232,7 @@ def validate_jobs(jobs: Sequence[Job]) -> None:
     in a queued job."""
     from hydra.errors import HydraException
 
-    from stoix.utils.config import ConfigError
+    from stoix.errors import ConfigError
     from stoix.utils.schema import validate_config
 
     for job in jobs:
@@ -323,7 +323,7 @@ class JobOutcome:
 def submit_array(executor: Any, jobs: Sequence[Job], requeue: bool = False) -> List[Any]:
     """The whole sweep as one submission (a SLURM job array)."""
     if requeue:
-        from stoix.utils.resumable_job import ResumableRun
+        from stoix.launch.resumable_job import ResumableRun
 
         return executor.map_array(ResumableRun(), list(jobs))
     return executor.map_array(run_job, list(jobs))

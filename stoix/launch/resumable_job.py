@@ -15,16 +15,16 @@ from typing import Any
 
 from submitit.helpers import Checkpointable, DelayedSubmission
 
-from stoix.utils.checkpointing import find_resumable_run
+from stoix.checkpointing import find_resumable_run
 from stoix.utils.config import to_plain
-from stoix.utils.runner import runs_root_of
+from stoix.utils.results_path import runs_root_of
 from stoix.utils.stopping import RunStopped, forward_signals
 
 RESUME = "logger.checkpointing.load_model=True"
 
 
 class ResumableRun(Checkpointable):
-    """Runs one launcher `Job` (stoix.utils.launching) and resumes it after a requeue."""
+    """Runs one launcher `Job` (stoix.launch.jobs) and resumes it after a requeue."""
 
     def __call__(self, job: Any, resume: bool = False) -> float:
         module = importlib.import_module(job.system.module)
