@@ -4,7 +4,7 @@ Actor threads take the role of Anakin's devices in the run plan: `arch.total_num
 over them, and one update consumes one rollout of every actor.
 """
 
-from typing import List, Sequence
+from typing import Any, List, Sequence
 
 import jax
 from omegaconf import DictConfig, OmegaConf
@@ -14,8 +14,7 @@ from stoix.system_api import SebulbaLayout
 from stoix.utils.config import RunPlan, make_run_plan
 
 
-def _device_ids(cfg: DictConfig, key: str, devices: Sequence[jax.Device]) -> List[int] | None:
-    ids = OmegaConf.select(cfg, key, default=None)
+def _device_ids(ids: Any, key: str, devices: Sequence[jax.Device]) -> List[int] | None:
     if ids is None:
         return None
     if isinstance(ids, int):
@@ -40,13 +39,14 @@ def _device_ids(cfg: DictConfig, key: str, devices: Sequence[jax.Device]) -> Lis
 def resolve_layout(cfg: DictConfig, devices: Sequence[jax.Device]) -> SebulbaLayout:
     """The devices of each role. Unset ids: actors on the first device, the learner on all the
     others (on a one-device machine both share it), evaluation on the first actor device."""
-    actor_ids = _device_ids(cfg, "arch.actor.device_ids", devices)
-    learner_ids = _device_ids(cfg, "arch.learner.device_ids", devices)
+    arch = cfg.arch
+    actor_ids = _device_ids(arch.actor.device_ids, "arch.actor.device_ids", devices)
+    learner_ids = _device_ids(arch.learner.device_ids, "arch.learner.device_ids", devices)
     if actor_ids is None:
         actor_ids = [0]
     if learner_ids is None:
         learner_ids = [i for i in range(len(devices)) if i not in actor_ids] or [0]
-    evaluator_id = OmegaConf.select(cfg, "arch.evaluator_device_id", default=None)
+    evaluator_id = arch.evaluator_device_id
     if evaluator_id is None:
         evaluator_id = actor_ids[0]
     if not 0 <= int(evaluator_id) < len(devices):
@@ -54,7 +54,7 @@ def resolve_layout(cfg: DictConfig, devices: Sequence[jax.Device]) -> SebulbaLay
             f"arch.evaluator_device_id={evaluator_id} is not a device of this machine "
             f"({len(devices)} device(s))"
         )
-    per_device = OmegaConf.select(cfg, "arch.actor.actor_per_device", default=None)
+    per_device = arch.actor.actor_per_device
     if per_device is None or int(per_device) < 1:
         raise ConfigError(f"arch.actor.actor_per_device={per_device!r} must be at least 1")
     return SebulbaLayout(
@@ -68,17 +68,18 @@ def resolve_layout(cfg: DictConfig, devices: Sequence[jax.Device]) -> SebulbaLay
 def make_sebulba_plan(cfg: DictConfig, layout: SebulbaLayout) -> RunPlan:
     """The timestep checker's Sebulba branch: `arch.total_num_envs` is split over the actor
     threads; one update consumes one rollout of every actor, i.e. total envs × rollout steps."""
-    for key in ("arch.num_seeds", "arch.update_batch_size"):
-        if OmegaConf.select(cfg, key, default=1) != 1:
+    for key in ("num_seeds", "update_batch_size"):
+        if cfg.arch[key] != 1:
             raise ConfigError(
-                f"{key} must be 1 with arch=sebulba (one run per process; launch seeds as "
+                f"arch.{key} must be 1 with arch=sebulba (one run per process; launch seeds as "
                 "separate runs)"
             )
+    # Systems without observation normalisation have no such key.
     if OmegaConf.select(cfg, "system.normalise_observations", default=False):
         raise ConfigError(
             "system.normalise_observations=True is not supported with arch=sebulba yet"
         )
-    if OmegaConf.select(cfg, "arch.sweep.key", default=None) is not None:
+    if "sweep" in cfg.arch and cfg.arch.sweep.key is not None:
         raise ConfigError("arch.sweep is an Anakin feature; with arch=sebulba use a Hydra sweep")
     # Actor threads take the role of Anakin's devices: the envs must split evenly over them.
     plan = make_run_plan(cfg, layout.num_actors)
