@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from stoix.base_types import Observation, Transition
+from stoix.errors import ConfigError
+from stoix.runners.anakin import run_anakin_measured
 from stoix.systems.awr.anakin import ff_awr, ff_awr_continuous
-from stoix.systems.awr.anakin.ff_awr import AWRHyperparameters, Networks, td_lambda_targets
+from stoix.systems.awr.awr_base import AWRHyperparameters, Networks, td_lambda_targets
 from stoix.systems.awr.awr_losses import advantage_weights, awr_policy_loss
-from stoix.utils.config import ConfigError
 from stoix.utils.entry import compose_config
-from stoix.utils.runner import run_anakin_measured
 from tests.helpers import TINY, read_metrics, runs_of
 
 

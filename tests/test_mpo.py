@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
+from stoix.errors import ConfigError
+from stoix.runners.anakin import run_anakin_measured
 from stoix.systems.mpo.anakin import ff_mpo, ff_mpo_continuous
 from stoix.systems.mpo.mpo_losses import (
     MPOEpsilons,
@@ -16,9 +18,7 @@ from stoix.systems.mpo.mpo_losses import (
     positive,
 )
 from stoix.systems.mpo.mpo_types import DualParams
-from stoix.utils.config import ConfigError
 from stoix.utils.entry import compose_config
-from stoix.utils.runner import run_anakin_measured
 from tests.helpers import TINY, read_metrics, runs_of
 
 

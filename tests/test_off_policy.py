@@ -9,6 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from stoix.errors import ConfigError
+from stoix.runners.anakin import run_anakin_measured
+from stoix.system_api import BuildContext
 from stoix.systems.ddpg.anakin import ff_d4pg, ff_td3
 from stoix.systems.ddpg.ddpg_losses import (
     categorical_critic_loss,
@@ -23,10 +26,9 @@ from stoix.systems.sac.sac_losses import (
     soft_value,
     temperature_loss,
 )
-from stoix.utils.config import ConfigError, make_run_plan
+from stoix.utils.config import make_run_plan
 from stoix.utils.entry import compose_config
-from stoix.utils.env_factory import make_env
-from stoix.utils.runner import BuildContext, run_anakin_measured
+from stoix.wrappers.env_factory import make_env
 from tests.helpers import TINY, read_metrics, runs_of
 
 SMALL_NETWORKS = (

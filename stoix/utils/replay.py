@@ -1,44 +1,45 @@
-"""On-device replay shared by every replay-based system: sizing, adding, n-step folding, checks.
+"""On-device replay shared by every replay-based system: sizing, adding, n-step folding, checks,
+and the replay loop itself (act into the buffer, then learn from sampled batches).
 
 Each replica keeps its own flashbax trajectory buffer over its own envs; a buffer of
 `system.buffer_size` transitions per seed is split evenly over the replicas and their envs.
 Sampling draws sequences of n consecutive steps, which `n_step_batch` folds into one n-step
 transition each, so n-step returns never cross an episode end.
+
+This module is mechanics only; how a replay actor-critic's parts are assembled for the runner
+lives in `stoix/systems/replay_base.py`.
 """
 
-import functools
 from typing import Any, Callable, NamedTuple, Tuple
 
 import flashbax as fbx
 import jax
 import jax.numpy as jnp
-import optax
 from omegaconf import DictConfig
 
 from stoix.base_types import (
+    ActFn,
     Action,
     EpisodeMetrics,
     NStepBatch,
     Observation,
     PRNGKey,
+    TimeStep,
     TrainMetrics,
     Transition,
     summarise_episodes,
 )
-from stoix.utils.config import ConfigError, RunPlan, check_range
+from stoix.errors import ConfigError
+from stoix.parallel import pmean_replicas
+from stoix.utils.config import RunPlan, check_range
 from stoix.utils.multistep import n_step_target
-from stoix.utils.runner import SystemParts, pmean_replicas
+from stoix.utils.rollout import RolloutEnd, env_rollout
 from stoix.utils.running_statistics import (
     RunningStatistics,
     init_statistics,
-    normalise,
+    observe,
     update_statistics,
 )
-
-
-def clipped_adam(learning_rate: float, max_grad_norm: float) -> optax.GradientTransformation:
-    """The replay actor-critics' optimiser: global-norm clipping, then Adam."""
-    return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adam(learning_rate))
 
 
 def make_trajectory_buffer(
@@ -83,36 +84,55 @@ def n_step_batch(sequences: Transition, gamma: float) -> NStepBatch:
     )
 
 
+# CHECKS. `validate_replay` is what every n-step replay system runs; the pieces after it let a
+# system that samples other sequences (AWR's `system.sequence_length`) run the same checks.
+
+
 def validate_replay(cfg: DictConfig, plan: RunPlan) -> None:
     """The checks every replay system needs on `system.batch_size`, `buffer_size`, `n_step`,
     `warmup_steps` and `gradient_steps_per_update`, each failing with one line."""
-    sys_cfg = cfg.system
     for key in ("batch_size", "buffer_size", "n_step", "gradient_steps_per_update"):
         check_range(cfg, f"system.{key}", 1, float("inf"))
     check_range(cfg, "system.warmup_steps", 0, float("inf"))
-    replicas = plan.num_replicas
-    batch_size = int(sys_cfg.batch_size)
-    if batch_size % replicas:
+    check_batch_split(cfg, plan)
+    check_buffer_length(cfg, plan, "n_step")
+    check_warmup_samples(cfg, "n_step")
+
+
+def check_batch_split(cfg: DictConfig, plan: RunPlan) -> None:
+    """`system.batch_size` (per seed) splits evenly over the replicas."""
+    batch_size = int(cfg.system.batch_size)
+    if batch_size % plan.num_replicas:
         raise ConfigError(
             f"system.batch_size={batch_size} is not divisible by {plan.num_devices} device(s) × "
             f"arch.update_batch_size={plan.update_batch_size}"
         )
-    time_axis = int(sys_cfg.buffer_size) // replicas // plan.envs_per_replica
-    needed = max(int(sys_cfg.n_step), int(sys_cfg.warmup_steps), plan.rollout_length)
+
+
+def check_buffer_length(cfg: DictConfig, plan: RunPlan, sequence_key: str) -> None:
+    """Each env's share of the buffer holds a sampled sequence, the warm-up and a rollout."""
+    sys_cfg = cfg.system
+    time_axis = int(sys_cfg.buffer_size) // plan.num_replicas // plan.envs_per_replica
+    needed = max(int(sys_cfg[sequence_key]), int(sys_cfg.warmup_steps), plan.rollout_length)
     if time_axis < needed:
         raise ConfigError(
             f"system.buffer_size={int(sys_cfg.buffer_size):,} holds only {time_axis} steps per "
             f"env ({plan.total_num_envs} envs); it needs at least {needed} (the largest of "
-            "system.n_step, system.warmup_steps and system.rollout_length)"
+            f"system.{sequence_key}, system.warmup_steps and system.rollout_length)"
         )
-    if int(sys_cfg.warmup_steps) < int(sys_cfg.n_step):
+
+
+def check_warmup_samples(cfg: DictConfig, sequence_key: str) -> None:
+    """The warm-up stores at least one sampled sequence's worth of steps."""
+    sys_cfg = cfg.system
+    if int(sys_cfg.warmup_steps) < int(sys_cfg[sequence_key]):
         raise ConfigError(
             f"system.warmup_steps={sys_cfg.warmup_steps} must be at least "
-            f"system.n_step={sys_cfg.n_step}, so the first batch can be sampled"
+            f"system.{sequence_key}={sys_cfg[sequence_key]}, so the first batch can be sampled"
         )
 
 
-# THE REPLAY LOOP OF THE ACTOR-CRITIC SYSTEMS (DDPG, TD3, D4PG, SAC): act, store, replay.
+# THE REPLAY LOOP: act, store, replay.
 
 
 class ReplayLearnerState(NamedTuple):
@@ -134,21 +154,25 @@ class ReplayLoop(NamedTuple):
 
     rollout_length: int
     gradient_steps_per_update: int
-    warmup_steps: int  # uniformly random steps per env before learning
+    warmup_steps: int  # steps per env stored before learning
     normalise_observations: bool
 
 
-# (params, observation as the networks see it [N], key) -> actions [N]
-ActFn = Callable[[Any, Observation, PRNGKey], Action]
+def replay_loop(cfg: DictConfig, plan: RunPlan) -> ReplayLoop:
+    """The loop as `system.*` configures it."""
+    sys_cfg = cfg.system
+    return ReplayLoop(
+        rollout_length=plan.rollout_length,
+        gradient_steps_per_update=int(sys_cfg.gradient_steps_per_update),
+        warmup_steps=int(sys_cfg.warmup_steps),
+        normalise_observations=bool(sys_cfg.normalise_observations),
+    )
+
+
 # (state, key) -> (state, loss info): one optimiser step on one replayed batch
 GradientStep = Callable[[ReplayLearnerState, PRNGKey], Tuple[ReplayLearnerState, Any]]
-
-
-def observe(stats: RunningStatistics, observation: Observation, enabled: bool) -> Observation:
-    """What the networks see: the observation, normalised when that is switched on."""
-    if not enabled:
-        return observation
-    return observation._replace(agent_view=normalise(stats, observation.agent_view))
+# (raw observation [N], key) -> actions [N]: how a rollout acts
+RawActFn = Callable[[Observation, PRNGKey], Action]
 
 
 def observe_batch(
@@ -164,7 +188,7 @@ def observe_batch(
 
 def collect(
     env: Any,
-    act: Callable[[Observation, PRNGKey], Action],
+    act: RawActFn,
     key: PRNGKey,
     env_state: Any,
     observation: Observation,
@@ -172,25 +196,80 @@ def collect(
 ) -> Tuple[PRNGKey, Any, Observation, Transition, EpisodeMetrics]:
     """Steps all envs `length` times with `act`; returns time-major [T, N] transitions."""
 
-    def step(carry: Tuple[PRNGKey, Any, Observation], _: None):
-        key, env_state, observation = carry
-        key, act_key = jax.random.split(key)
-        action = act(observation, act_key)
-        env_state, timestep = jax.vmap(env.step)(env_state, action)
+    def act_step(carry: Tuple[()], obs: Observation, act_key: PRNGKey):
+        action = act(obs, act_key)
+        return carry, action, action
+
+    def record(obs: Observation, action: Action, timestep: TimeStep):
         transition = Transition(
-            observation=observation,
+            observation=obs,
             action=action,
             reward=timestep.reward,
             terminated=timestep.terminated(),
             episode_end=timestep.last(),
             next_observation=timestep.next_observation,
         )
-        return (key, env_state, timestep.observation), (transition, timestep.metrics)
+        return transition, timestep.metrics
 
-    (key, env_state, observation), (traj, metrics) = jax.lax.scan(
-        step, (key, env_state, observation), None, length=length
+    end, (traj, metrics) = env_rollout(
+        env, act_step, record, RolloutEnd(key, env_state, observation, ()), length
     )
-    return key, env_state, observation, traj, metrics
+    return end.key, end.env_state, end.observation, traj, metrics
+
+
+class ReplicaKeys(NamedTuple):
+    """The keys a replica's first state is built from."""
+
+    reset: PRNGKey  # its envs' resets
+    warmup: PRNGKey  # the warm-up rollout
+    state: PRNGKey  # the learner state's key
+
+
+def start_replica(
+    env: Any,
+    buffer: Any,
+    loop: ReplayLoop,
+    num_envs: int,
+    params: Any,
+    opt_states: Any,
+    keys: ReplicaKeys,
+    example_action: Action,
+    warmup_act: RawActFn,
+) -> ReplayLearnerState:
+    """Resets the replica's envs and fills its buffer with `loop.warmup_steps` steps of
+    `warmup_act` per env; `example_action` [N] gives the stored action's shape and dtype.
+
+    The observation statistics start empty: they are shared by the replicas of a seed, the
+    runner initialises each replica on its own (no collective runs at initialisation), and the
+    first update's rollout brings them in line.
+    """
+    env_state, timestep = jax.vmap(env.reset)(jax.random.split(keys.reset, num_envs))
+    example = Transition(
+        timestep.observation,
+        example_action,
+        timestep.reward,
+        timestep.terminated(),
+        timestep.last(),
+        timestep.next_observation,
+    )
+    buffer_state = buffer.init(jax.tree.map(lambda x: x[0], example))
+    observation = timestep.observation
+    if loop.warmup_steps > 0:
+        _, env_state, observation, traj, _ = collect(
+            env, warmup_act, keys.warmup, env_state, observation, loop.warmup_steps
+        )
+        buffer_state = add_rollout(buffer, buffer_state, traj)
+    return ReplayLearnerState(
+        params=params,
+        opt_states=opt_states,
+        buffer_state=buffer_state,
+        key=keys.state,
+        env_state=env_state,
+        observation=observation,
+        obs_stats=init_statistics(env.spec.observation_shape),
+        env_steps=jnp.zeros((), jnp.int32),
+        gradient_steps=jnp.zeros((), jnp.int32),
+    )
 
 
 def init_replay_state(
@@ -203,42 +282,19 @@ def init_replay_state(
     random_action: Callable[[PRNGKey, int], Action],
     replica_key: PRNGKey,
 ) -> ReplayLearnerState:
-    """Resets the replica's envs and fills its buffer with `loop.warmup_steps` random steps per
-    env. The observation statistics start empty: they are shared by the replicas of a seed,
-    and the runner initialises each replica on its own, so the first update fills them."""
-    env_key, warmup_key, state_key = jax.random.split(replica_key, 3)
-    env_state, timestep = jax.vmap(env.reset)(jax.random.split(env_key, num_envs))
-    example = Transition(
-        timestep.observation,
-        random_action(warmup_key, num_envs),
-        timestep.reward,
-        timestep.terminated(),
-        timestep.last(),
-        timestep.next_observation,
-    )
-    buffer_state = buffer.init(jax.tree.map(lambda x: x[0], example))
-    stats = init_statistics(env.spec.observation_shape)
-    observation = timestep.observation
-    if loop.warmup_steps > 0:
-        _, env_state, observation, traj, _ = collect(
-            env,
-            lambda obs, key: random_action(key, num_envs),
-            warmup_key,
-            env_state,
-            observation,
-            loop.warmup_steps,
-        )
-        buffer_state = add_rollout(buffer, buffer_state, traj)
-    return ReplayLearnerState(
-        params=params,
-        opt_states=opt_states,
-        buffer_state=buffer_state,
-        key=state_key,
-        env_state=env_state,
-        observation=observation,
-        obs_stats=stats,
-        env_steps=jnp.zeros((), jnp.int32),
-        gradient_steps=jnp.zeros((), jnp.int32),
+    """A replica's first state whose buffer holds `loop.warmup_steps` uniformly random steps
+    per env (see `start_replica`)."""
+    keys = ReplicaKeys(*jax.random.split(replica_key, 3))
+    return start_replica(
+        env,
+        buffer,
+        loop,
+        num_envs,
+        params,
+        opt_states,
+        keys,
+        random_action(keys.warmup, num_envs),
+        lambda obs, key: random_action(key, num_envs),
     )
 
 
@@ -253,6 +309,7 @@ def replay_update(
 ) -> Tuple[ReplayLearnerState, TrainMetrics]:
     """One update: a rollout with the current policy into the buffer, then gradient steps.
 
+    `act` acts on observations as the networks see them, with `acting_params(state.params)`.
     The rollout acts on observations normalised with the statistics frozen at its start; the
     buffer keeps raw observations, and the gradient steps normalise the sampled ones with the
     refreshed statistics, so old and new data are always seen on the same scale.
@@ -287,52 +344,3 @@ def replay_update(
         jax.tree.map(jnp.mean, info),
     )
     return state, metrics
-
-
-def replay_system_parts(
-    env: Any,
-    buffer: Any,
-    loop: ReplayLoop,
-    num_envs: int,
-    init_shared: Callable[[PRNGKey, Any], Tuple[Any, Any]],
-    random_action: Callable[[PRNGKey, int], Action],
-    policy: Callable[[bool], ActFn],
-    gradient_step: GradientStep,
-) -> SystemParts:
-    """The runner's parts of a replay actor-critic whose parameters have an `actor` field.
-
-    Args:
-        policy: greedy flag -> act(actor params, observation as the networks see it, key).
-            Training acts with `policy(False)`, the exploring policy; evaluation with either.
-    """
-
-    def init_state(shared: Tuple[Any, Any], replica_key: PRNGKey) -> ReplayLearnerState:
-        return init_replay_state(env, buffer, loop, num_envs, *shared, random_action, replica_key)
-
-    def eval_act(greedy: bool) -> Callable[..., Action]:
-        act = policy(greedy)
-
-        def act_in_eval(
-            actor_and_stats: Tuple[Any, RunningStatistics], observation: Observation, key: PRNGKey
-        ) -> Action:
-            params, stats = actor_and_stats
-            return act(params, observe(stats, observation, loop.normalise_observations), key)
-
-        return act_in_eval
-
-    return SystemParts(
-        init_shared=init_shared,
-        init_state=init_state,
-        update_step=functools.partial(
-            replay_update,
-            env,
-            buffer,
-            loop,
-            policy(False),
-            lambda params: params.actor,
-            gradient_step,
-        ),
-        # The evaluator gets the statistics too, so it normalises exactly as training does.
-        actor_params=lambda state: (state.params.actor, state.obs_stats),
-        eval_act=eval_act,
-    )

@@ -1,4 +1,5 @@
-"""AWR for continuous actions: the discrete system's machinery with a Gaussian policy.
+"""AWR for continuous actions: AWR's machinery (`stoix/systems/awr/awr_base.py`) with a Gaussian
+policy.
 
 The network config supplies the Gaussian head; sampled actions are clipped to the env's bounds
 before they are stored, so the policy regresses onto the actions the env actually received.
@@ -6,9 +7,10 @@ before they are stored, so the policy regresses onto the actions the env actuall
 
 from omegaconf import DictConfig
 
-from stoix.systems.awr.anakin.ff_awr import build, validate
+from stoix.runners.anakin import run_anakin
+from stoix.system_api import AnakinSystem
+from stoix.systems.awr.awr_base import build, validate
 from stoix.utils.entry import hydra_main
-from stoix.utils.runner import AnakinSystem, run_anakin
 
 SYSTEM = AnakinSystem(
     name="ff_awr_continuous", action_kinds=("continuous",), build=build, validate=validate

@@ -1,12 +1,12 @@
-"""D4PG (Barth-Maron et al., 2018): DDPG's machinery with a categorical critic over fixed atoms
-(`system.num_atoms`, `system.v_min`, `system.v_max`) trained on n-step distributional targets;
-the actor ascends the critic's mean."""
+"""D4PG (Barth-Maron et al., 2018): DDPG's machinery (`stoix/systems/ddpg/ddpg_base.py`) with a
+categorical critic over fixed atoms (`system.num_atoms`, `system.v_min`, `system.v_max`) trained
+on n-step distributional targets; the actor ascends the critic's mean."""
 
 from omegaconf import DictConfig
 
-from stoix.systems.ddpg.anakin.ff_ddpg import make_ddpg_system
+from stoix.runners.anakin import run_anakin
+from stoix.systems.ddpg.ddpg_base import make_ddpg_system
 from stoix.utils.entry import hydra_main
-from stoix.utils.runner import run_anakin
 
 SYSTEM = make_ddpg_system("ff_d4pg", distributional=True)
 

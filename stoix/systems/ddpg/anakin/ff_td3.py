@@ -1,11 +1,12 @@
-"""TD3 (Fujimoto et al., 2018): DDPG's machinery with twin critics, target policy smoothing and
-a delayed actor, all set in `stoix/configs/system/ddpg/ff_td3.yaml`."""
+"""TD3 (Fujimoto et al., 2018): DDPG's machinery (`stoix/systems/ddpg/ddpg_base.py`) with twin
+critics, target policy smoothing and a delayed actor, all set in
+`stoix/configs/system/ddpg/ff_td3.yaml`."""
 
 from omegaconf import DictConfig
 
-from stoix.systems.ddpg.anakin.ff_ddpg import make_ddpg_system
+from stoix.runners.anakin import run_anakin
+from stoix.systems.ddpg.ddpg_base import make_ddpg_system
 from stoix.utils.entry import hydra_main
-from stoix.utils.runner import run_anakin
 
 SYSTEM = make_ddpg_system("ff_td3")
 

@@ -1,4 +1,5 @@
-"""MPO for continuous actions: the discrete system's machinery with a Gaussian policy.
+"""MPO for continuous actions: MPO's machinery (`stoix/systems/mpo/mpo_base.py`) with a Gaussian
+policy.
 
 The network config supplies the Gaussian policy (`NormalHead`) and a Q(s, a) critic; the E-step
 samples `system.num_samples` actions per state from the target policy and the M-step bounds the
@@ -7,9 +8,10 @@ mean's and the standard deviation's KL separately, per action dimension.
 
 from omegaconf import DictConfig
 
-from stoix.systems.mpo.anakin.ff_mpo import build, validate
+from stoix.runners.anakin import run_anakin
+from stoix.system_api import AnakinSystem
+from stoix.systems.mpo.mpo_base import build, validate
 from stoix.utils.entry import hydra_main
-from stoix.utils.runner import AnakinSystem, run_anakin
 
 SYSTEM = AnakinSystem(
     name="ff_mpo_continuous", action_kinds=("continuous",), build=build, validate=validate

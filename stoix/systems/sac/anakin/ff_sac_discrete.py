@@ -1,11 +1,13 @@
-"""Discrete SAC (Christodoulou, 2019): `ff_sac`'s machinery with a categorical actor and critics
-giving Q(s, ·), so every expectation over the policy is an exact sum over actions."""
+"""Discrete SAC (Christodoulou, 2019): SAC's machinery (`stoix/systems/sac/sac_base.py`) with a
+categorical actor and critics giving Q(s, ·), so every expectation over the policy is an exact
+sum over actions."""
 
 from omegaconf import DictConfig
 
-from stoix.systems.sac.anakin.ff_sac import build, validate
+from stoix.runners.anakin import run_anakin
+from stoix.system_api import AnakinSystem
+from stoix.systems.sac.sac_base import build, validate
 from stoix.utils.entry import hydra_main
-from stoix.utils.runner import AnakinSystem, run_anakin
 
 SYSTEM = AnakinSystem(
     name="ff_sac_discrete", action_kinds=("discrete",), build=build, validate=validate
