@@ -91,9 +91,9 @@ def test_impala_smoke_on_two_devices(tmp_path):
 
 @pytest.mark.slow
 def test_impala_learns_cartpole(tmp_path):
+    from stoix.runners.sebulba import run_sebulba_measured
     from stoix.systems.impala.sebulba.ff_impala import SYSTEM
     from stoix.utils.entry import compose_config
-    from stoix.utils.sebulba import run_sebulba_measured
 
     cfg = compose_config(
         "ff_impala",

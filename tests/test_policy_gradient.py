@@ -180,7 +180,7 @@ LEARNING = {
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(LEARNING))
 def test_system_learns_with_default_config(name, tmp_path):
-    from stoix.utils.runner import run_anakin_measured
+    from stoix.runners.anakin import run_anakin_measured
 
     module = importlib.import_module(SYSTEMS[name])
     cfg = compose_config(

@@ -13,10 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from stoix.errors import ConfigError, ThreadFailure
+from stoix.runners.sebulba_layout import make_sebulba_plan, resolve_layout
+from stoix.runners.sebulba_threads import Lifetime
 from stoix.systems.ppo.ppo_losses import clipped_policy_loss, masked_advantage, standardise
-from stoix.utils.config import ConfigError
 from stoix.utils.entry import compose_config
-from stoix.utils.sebulba import Lifetime, ThreadFailure, make_sebulba_plan, resolve_layout
 from tests.helpers import (
     REPO,
     SEBULBA_TINY,
@@ -220,8 +221,8 @@ def test_ctrl_c_stops_the_run_within_seconds(tmp_path):
 # Each run compiles its programs afresh (≈6 s on 2 cores), so the default run does 3.
 @pytest.mark.parametrize("num_runs", [3, pytest.param(20, marks=pytest.mark.slow)])
 def test_back_to_back_runs_finish_and_leave_no_thread_behind(tmp_path, num_runs):
+    from stoix.runners.sebulba import run_sebulba_measured
     from stoix.systems.ppo.sebulba.ff_ppo import SYSTEM
-    from stoix.utils.sebulba import run_sebulba_measured
 
     threads_before = threading.active_count()
     for i in range(num_runs):
@@ -243,8 +244,8 @@ def test_back_to_back_runs_finish_and_leave_no_thread_behind(tmp_path, num_runs)
 
 @pytest.mark.slow
 def test_ppo_learns_envpool_cartpole_with_actor_and_learner_apart(tmp_path):
+    from stoix.runners.sebulba import run_sebulba_measured
     from stoix.systems.ppo.sebulba.ff_ppo import SYSTEM
-    from stoix.utils.sebulba import run_sebulba_measured
 
     result = run_sebulba_measured(
         _config(f"logger.base_exp_path={tmp_path}", "logger.use_console=False"), SYSTEM

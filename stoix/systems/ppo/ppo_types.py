@@ -1,4 +1,5 @@
-"""Types shared by the PPO systems."""
+"""Types of the on-policy actor-critic base (`stoix.systems.on_policy_base`): PPO's, and those
+of every member built on it."""
 
 from typing import NamedTuple
 

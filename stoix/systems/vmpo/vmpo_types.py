@@ -1,4 +1,5 @@
-"""Types of the V-MPO systems; the rollout and its learner state are PPO's (`ppo_types`)."""
+"""Types of the V-MPO systems; the rollout and its learner state are the on-policy base's
+(`ppo_types`)."""
 
 from typing import NamedTuple
 
@@ -15,7 +16,7 @@ class DualParams(NamedTuple):
 
 
 class VMPOParams(NamedTuple):
-    """PPO's actor and critic (same field names, so PPO's rollout reads them) plus the duals."""
+    """The base's actor and critic (same field names, so its rollout reads them) plus the duals."""
 
     actor_params: Params
     critic_params: Params

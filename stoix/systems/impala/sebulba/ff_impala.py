@@ -1,10 +1,11 @@
 """IMPALA (Espeholt et al., 2018) on the Sebulba architecture: V-trace corrects for the lag
 between the actors' policy and the learner's.
 
-Read top to bottom: acting (the actors keep the log-probability of the action they sampled),
-the loss over env sequences (`stoix.systems.impala.impala_losses`), the update (epochs ×
-minibatches of whole env sequences), then `build`. Networks, optimisers and evaluation are
-PPO's; threads, queues and parameter publishing are the Sebulba runner's.
+Read top to bottom: the loss over env sequences (`stoix.systems.impala.impala_losses`), the
+update (epochs × minibatches of whole env sequences), then `build`. Acting (the actors keep the
+log-probability of the action they sampled), networks, optimisers and evaluation are the
+on-policy base's (`stoix.systems.on_policy_base`); threads, queues and parameter publishing are
+the Sebulba runner's.
 
     python stoix/systems/impala/sebulba/ff_impala.py env=envpool/cartpole
 """
@@ -16,30 +17,23 @@ import jax
 import jax.numpy as jnp
 from omegaconf import DictConfig
 
-from stoix.base_types import ActorCriticOptStates, ActorCriticParams, PRNGKey
+from stoix.base_types import ActorCriticOptStates, ActorCriticParams
 from stoix.networks.distributions import policy_entropy
-from stoix.systems.impala.impala_losses import VTraceInputs, vtrace_losses
-from stoix.systems.ppo.anakin.ff_ppo import (
-    Networks,
-    apply_actor_critic_grads,
-    init_from_observation,
-    make_eval_act,
-    make_networks,
-)
-from stoix.systems.ppo.sebulba.ff_ppo import act
-from stoix.utils.config import RunPlan, check_divides, check_range
-from stoix.utils.entry import hydra_main
-from stoix.utils.minibatches import masked_mean, run_epochs
-from stoix.utils.runner import pmean_replicas
-from stoix.utils.running_statistics import init_statistics
-from stoix.utils.sebulba import (
+from stoix.parallel import pmean_replicas
+from stoix.runners.sebulba import run_sebulba
+from stoix.system_api import (
     Rollout,
     SebulbaBuildContext,
     SebulbaLayout,
     SebulbaParts,
     SebulbaSystem,
-    run_sebulba,
 )
+from stoix.systems.impala.impala_losses import VTraceInputs, vtrace_losses
+from stoix.systems.on_policy_base import SebulbaLearnerState, sebulba_parts
+from stoix.systems.on_policy_learning import Networks, apply_grads
+from stoix.utils.config import RunPlan, check_divides, check_range
+from stoix.utils.entry import hydra_main
+from stoix.utils.minibatches import masked_mean, run_epochs
 
 
 class IMPALAHyperparameters(NamedTuple):
@@ -51,12 +45,6 @@ class IMPALAHyperparameters(NamedTuple):
     value_coefficient: float
     epochs: int
     num_minibatches: int
-
-
-class IMPALAState(NamedTuple):
-    params: ActorCriticParams
-    opt_states: ActorCriticOptStates
-    key: PRNGKey
 
 
 class IMPALALossInfo(NamedTuple):
@@ -107,21 +95,21 @@ def minibatch_step(
     params, opt_states = carry
     grads, info = jax.grad(loss, has_aux=True)(params, networks, hp, batch)
     grads = pmean_replicas(grads)
-    return apply_actor_critic_grads(networks, params, opt_states, grads), info
+    return apply_grads(networks.optimisers, params, opt_states, grads), info
 
 
 # THE UPDATE: epochs × minibatches of whole env sequences (V-trace needs the time order)
 
 
 def learn(
-    networks: Networks, hp: IMPALAHyperparameters, state: IMPALAState, rollout: Rollout
-) -> Tuple[IMPALAState, IMPALALossInfo]:
+    networks: Networks, hp: IMPALAHyperparameters, state: SebulbaLearnerState, rollout: Rollout
+) -> Tuple[SebulbaLearnerState, IMPALALossInfo]:
     env_major = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), rollout)
     step = functools.partial(minibatch_step, networks, hp)
     (params, opt_states), key, info = run_epochs(
         step, (state.params, state.opt_states), env_major, state.key, hp.epochs, hp.num_minibatches
     )
-    return IMPALAState(params, opt_states, key), jax.tree.map(jnp.mean, info)
+    return SebulbaLearnerState(params, opt_states, key), jax.tree.map(jnp.mean, info)
 
 
 # SET-UP
@@ -141,31 +129,8 @@ def read_hyperparameters(sys_cfg: DictConfig) -> IMPALAHyperparameters:
 
 
 def build(ctx: SebulbaBuildContext) -> SebulbaParts:
-    cfg, plan = ctx.config, ctx.plan
-    hp = read_hyperparameters(cfg.system)
-    grad_steps = plan.num_updates * hp.epochs * hp.num_minibatches
-    actor, critic, networks = make_networks(cfg, ctx.spec, grad_steps)
-    identity_stats = init_statistics(ctx.spec.observation_shape)
-    example = jax.tree.map(lambda x: x[0], ctx.example_observation)
-
-    def init_learner(params_key: PRNGKey) -> IMPALAState:
-        actor_key, critic_key, state_key = jax.random.split(params_key, 3)
-        params, opt_states = init_from_observation(
-            example, actor, critic, networks, actor_key, critic_key
-        )
-        return IMPALAState(params, opt_states, state_key)
-
-    # make_eval_act reads only normalise_observations from the settings it is given.
-    eval_act = make_eval_act(actor.apply, networks, cfg.system)
-    return SebulbaParts(
-        init_learner=init_learner,
-        actor_params=lambda state: state.params.actor_params,
-        act=functools.partial(act, networks),
-        learn=functools.partial(learn, networks, hp),
-        eval_act=lambda greedy: (
-            lambda params, obs, key: eval_act(greedy)((params, identity_stats), obs, key)
-        ),
-    )
+    hp = read_hyperparameters(ctx.config.system)
+    return sebulba_parts(ctx, lambda networks: functools.partial(learn, networks, hp))
 
 
 def validate(cfg: DictConfig, plan: RunPlan, layout: SebulbaLayout) -> None:

@@ -1,30 +1,26 @@
 """REINFORCE (Williams, 1992) with a learned value baseline, on the Anakin architecture.
 
-PPO's machinery (`ff_ppo.make_build`) with the plain policy-gradient loss: each rollout is used
-for one gradient step (one epoch, one minibatch by default), and the advantage is the
-discounted return minus the baseline. The return is GAE with λ = 1, i.e. the Monte-Carlo return
-within the rollout, bootstrapped from the critic at the rollout's end and through truncations,
-never through terminations. The critic is plain squared-error regression on those returns.
+The on-policy actor-critic base (`stoix.systems.on_policy_base`) with the plain policy-gradient
+loss: each rollout is used for one gradient step (one epoch, one minibatch by default), and the
+advantage is the discounted return minus the baseline. The return is GAE with λ = 1, i.e. the
+Monte-Carlo return within the rollout, bootstrapped from the critic at the rollout's end and
+through truncations, never through terminations. The critic is plain squared-error regression
+on those returns.
 """
 
 from omegaconf import DictConfig
 
-from stoix.systems.policy_gradient.pg_losses import policy_gradient_loss
-from stoix.systems.ppo.anakin.ff_ppo import PolicyLoss, make_build, validate_on_policy
+from stoix.runners.anakin import run_anakin
+from stoix.system_api import AnakinSystem
+from stoix.systems.on_policy_base import validate_on_policy
+from stoix.systems.policy_gradient.pg_base import build_reinforce
 from stoix.utils.entry import hydra_main
-from stoix.utils.runner import AnakinSystem, run_anakin
-
-
-def reinforce_policy_loss(sys_cfg: DictConfig) -> PolicyLoss:
-    del sys_cfg  # the loss has no hyperparameters of its own
-    return policy_gradient_loss
-
-
-build = make_build(reinforce_policy_loss)
-validate = validate_on_policy
 
 SYSTEM = AnakinSystem(
-    name="ff_reinforce", action_kinds=("discrete",), build=build, validate=validate
+    name="ff_reinforce",
+    action_kinds=("discrete",),
+    build=build_reinforce,
+    validate=validate_on_policy,
 )
 
 

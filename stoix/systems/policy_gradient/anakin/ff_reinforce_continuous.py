@@ -6,12 +6,17 @@ their way to the env, so the stored action's log-probability stays exact.
 
 from omegaconf import DictConfig
 
-from stoix.systems.policy_gradient.anakin.ff_reinforce import build, validate
+from stoix.runners.anakin import run_anakin
+from stoix.system_api import AnakinSystem
+from stoix.systems.on_policy_base import validate_on_policy
+from stoix.systems.policy_gradient.pg_base import build_reinforce
 from stoix.utils.entry import hydra_main
-from stoix.utils.runner import AnakinSystem, run_anakin
 
 SYSTEM = AnakinSystem(
-    name="ff_reinforce_continuous", action_kinds=("continuous",), build=build, validate=validate
+    name="ff_reinforce_continuous",
+    action_kinds=("continuous",),
+    build=build_reinforce,
+    validate=validate_on_policy,
 )
 
 

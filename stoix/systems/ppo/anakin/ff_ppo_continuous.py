@@ -6,12 +6,13 @@ their way to the env, so the stored action's log-probability stays exact.
 
 from omegaconf import DictConfig
 
-from stoix.systems.ppo.anakin.ff_ppo import build, validate
+from stoix.runners.anakin import run_anakin
+from stoix.system_api import AnakinSystem
+from stoix.systems.ppo.ppo_base import build_ppo, validate_ppo
 from stoix.utils.entry import hydra_main
-from stoix.utils.runner import AnakinSystem, run_anakin
 
 SYSTEM = AnakinSystem(
-    name="ff_ppo_continuous", action_kinds=("continuous",), build=build, validate=validate
+    name="ff_ppo_continuous", action_kinds=("continuous",), build=build_ppo, validate=validate_ppo
 )
 
 

@@ -1,75 +1,47 @@
 """PPO (Schulman et al., 2017) on the Sebulba architecture: host envs, actor threads, a learner.
 
-Read top to bottom: what an actor does per step (`act`), what the learner does per rollout
-(`learn`: values, GAE, epochs × minibatches), then `build`, which hands these to the Sebulba
-runner. The losses and the minibatch step are Anakin PPO's (`stoix.systems.ppo.anakin.ff_ppo`);
-the runner's threads, queues, parameter source and evaluator are shared by every Sebulba system.
+What the learner does per rollout (`learn`: values, GAE, epochs × minibatches of the on-policy
+base's minibatch step, with the env-reset steps masked out), then `build`. Acting, networks,
+optimisers and evaluation come from the on-policy base (`stoix.systems.on_policy_base`); the
+runner's threads, queues, parameter source and evaluator are shared by every Sebulba system.
 
     python stoix/systems/ppo/sebulba/ff_ppo.py arch=sebulba env=envpool/cartpole
 """
 
 import functools
-from typing import NamedTuple, Tuple
+from typing import Tuple
 
 import jax
 import jax.numpy as jnp
 from omegaconf import DictConfig
 
-from stoix.base_types import ActorCriticOptStates, ActorCriticParams, Observation, PRNGKey
-from stoix.systems.ppo.anakin.ff_ppo import (
-    MinibatchData,
-    Networks,
-    PolicyLoss,
-    PPOHyperparameters,
-    init_from_observation,
-    make_eval_act,
-    make_networks,
-    minibatch_step,
-    ppo_policy_loss,
-    read_hyperparameters,
-    to_env_action,
-    validate_on_policy,
-)
-from stoix.systems.ppo.ppo_types import PPOLossInfo
-from stoix.utils.config import RunPlan, check_range
-from stoix.utils.entry import hydra_main
-from stoix.utils.minibatches import run_epochs
-from stoix.utils.multistep import generalized_advantage_estimation
-from stoix.utils.running_statistics import init_statistics
-from stoix.utils.sebulba import (
+from stoix.runners.sebulba import run_sebulba
+from stoix.system_api import (
     Rollout,
     SebulbaBuildContext,
     SebulbaLayout,
     SebulbaParts,
     SebulbaSystem,
-    run_sebulba,
 )
-
-
-class SebulbaPPOState(NamedTuple):
-    params: ActorCriticParams
-    opt_states: ActorCriticOptStates
-    key: PRNGKey
-
-
-class ActorExtras(NamedTuple):
-    """What the learner needs from the acting policy, per step."""
-
-    action: jax.Array  # [N] or [N, A], as sampled (before clipping to the env's bounds)
-    log_prob: jax.Array  # [N]
-
-
-# ACTING (on an actor device, once per env step)
-
-
-def act(
-    networks: Networks, actor_params: ActorCriticParams, observation: Observation, key: PRNGKey
-) -> Tuple[jax.Array, ActorExtras, PRNGKey]:
-    key, sample_key = jax.random.split(key)
-    dist = networks.actor_apply(actor_params, observation)
-    action = dist.sample(seed=sample_key)
-    return to_env_action(networks, action), ActorExtras(action, dist.log_prob(action)), key
-
+from stoix.systems.on_policy_base import (
+    SebulbaLearnerState,
+    read_hyperparameters,
+    sebulba_parts,
+)
+from stoix.systems.on_policy_learning import (
+    MinibatchData,
+    Networks,
+    PolicyLoss,
+    PPOHyperparameters,
+    flatten_time,
+    minibatch_step,
+)
+from stoix.systems.ppo.ppo_base import ppo_policy_loss, validate_ppo
+from stoix.systems.ppo.ppo_types import PPOLossInfo
+from stoix.utils.config import RunPlan
+from stoix.utils.entry import hydra_main
+from stoix.utils.minibatches import run_epochs
+from stoix.utils.multistep import generalized_advantage_estimation
 
 # LEARNING (on each learner device's share of the envs, once per rollout)
 
@@ -78,9 +50,9 @@ def learn(
     networks: Networks,
     hp: PPOHyperparameters,
     policy_loss: PolicyLoss,
-    state: SebulbaPPOState,
+    state: SebulbaLearnerState,
     rollout: Rollout,
-) -> Tuple[SebulbaPPOState, PPOLossInfo]:
+) -> Tuple[SebulbaLearnerState, PPOLossInfo]:
     # One critic pass over all T + 1 observations gives V(s_t) and the bootstrap V(s_{t+1}); at
     # an episode's end s_{t+1} is its final observation (host envs reset on the next step).
     all_values = networks.critic_apply(state.params.critic_params, rollout.observation)
@@ -101,55 +73,34 @@ def learn(
         # The step after an episode's end only reset the env: its action did nothing.
         mask=rollout.valid,
     )
-    flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), data)
     step = functools.partial(minibatch_step, networks, hp, policy_loss)
     (params, opt_states), key, info = run_epochs(
-        step, (state.params, state.opt_states), flat, state.key, hp.epochs, hp.num_minibatches
+        step,
+        (state.params, state.opt_states),
+        flatten_time(data),
+        state.key,
+        hp.epochs,
+        hp.num_minibatches,
     )
-    return SebulbaPPOState(params, opt_states, key), jax.tree.map(jnp.mean, info)
+    return SebulbaLearnerState(params, opt_states, key), jax.tree.map(jnp.mean, info)
 
 
 # SET-UP
 
 
 def build(ctx: SebulbaBuildContext) -> SebulbaParts:
-    cfg, plan = ctx.config, ctx.plan
-    hp = read_hyperparameters(cfg.system, plan)
-    grad_steps = plan.num_updates * hp.epochs * hp.num_minibatches
-    actor, critic, networks = make_networks(cfg, ctx.spec, grad_steps)
-    policy_loss = ppo_policy_loss(cfg.system)
-    identity_stats = init_statistics(ctx.spec.observation_shape)
-    example = jax.tree.map(lambda x: x[0], ctx.example_observation)
-
-    def init_learner(params_key: PRNGKey) -> SebulbaPPOState:
-        actor_key, critic_key, state_key = jax.random.split(params_key, 3)
-        params, opt_states = init_from_observation(
-            example, actor, critic, networks, actor_key, critic_key
-        )
-        return SebulbaPPOState(params, opt_states, state_key)
-
-    eval_act = make_eval_act(actor.apply, networks, hp)
-    return SebulbaParts(
-        init_learner=init_learner,
-        actor_params=lambda state: state.params.actor_params,
-        act=functools.partial(act, networks),
-        learn=functools.partial(learn, networks, hp, policy_loss),
-        # The evaluator gets the same (params, statistics) pair as Anakin's; Sebulba PPO does
-        # not normalise observations, so the statistics stay at identity.
-        eval_act=lambda greedy: (
-            lambda params, obs, key: eval_act(greedy)((params, identity_stats), obs, key)
-        ),
-    )
+    hp = read_hyperparameters(ctx.config.system, ctx.plan)
+    policy_loss = ppo_policy_loss(ctx.config.system)
+    return sebulba_parts(ctx, lambda networks: functools.partial(learn, networks, hp, policy_loss))
 
 
 def validate(cfg: DictConfig, plan: RunPlan, layout: SebulbaLayout) -> None:
-    validate_on_policy(
+    validate_ppo(
         cfg,
         plan,
         batch_label="arch.total_num_envs / learner devices",
         envs_per_learner=plan.total_num_envs // len(layout.learner_devices),
     )
-    check_range(cfg, "system.clip_epsilon", 0.0, float("inf"))
 
 
 SYSTEM = SebulbaSystem(

@@ -7,10 +7,11 @@ log-probability stays exact.
 
 from omegaconf import DictConfig
 
-from stoix.systems.vmpo.anakin.ff_vmpo import build, validate_common
+from stoix.runners.anakin import run_anakin
+from stoix.system_api import AnakinSystem
+from stoix.systems.vmpo.vmpo_base import build, validate_common
 from stoix.utils.config import RunPlan, check_range
 from stoix.utils.entry import hydra_main
-from stoix.utils.runner import AnakinSystem, run_anakin
 
 
 def validate(cfg: DictConfig, plan: RunPlan) -> None:
