@@ -3,11 +3,11 @@
 import jax
 import numpy as np
 
+from stoix.system_api import BuildContext
 from stoix.systems.q_learning.anakin import ff_pqn
 from stoix.utils.config import make_run_plan
 from stoix.utils.entry import compose_config
-from stoix.utils.env_factory import make_env
-from stoix.utils.runner import BuildContext
+from stoix.wrappers.env_factory import make_env
 from tests.helpers import TINY
 
 

@@ -8,10 +8,10 @@ import optax
 import pytest
 
 from stoix.base_types import ActorCriticParams, Observation
+from stoix.errors import ConfigError
+from stoix.runners.anakin import run_anakin_measured
 from stoix.systems.q_learning.anakin import ff_pqn_continuous as pqnc
-from stoix.utils.config import ConfigError
 from stoix.utils.entry import compose_config
-from stoix.utils.runner import run_anakin_measured
 from tests.helpers import TINY, read_metrics, run_script, runs_of
 
 SCRIPT = "stoix/systems/q_learning/anakin/ff_pqn_continuous.py"
@@ -88,9 +88,9 @@ def test_one_update_moves_actor_and_both_critics():
             "system.num_minibatches=2",
         ],
     )
+    from stoix.system_api import BuildContext
     from stoix.utils.config import make_run_plan
-    from stoix.utils.env_factory import make_env
-    from stoix.utils.runner import BuildContext
+    from stoix.wrappers.env_factory import make_env
 
     env = make_env(cfg.env)
     parts = pqnc.build(BuildContext(cfg, env, make_run_plan(cfg, 1)))

@@ -7,13 +7,14 @@ import pytest
 from omegaconf import OmegaConf
 
 from stoix.base_types import StepType
+from stoix.errors import ConfigError
 from stoix.networks.base import make_q_network
 from stoix.networks.heads import INVALID_ACTION_VALUE
+from stoix.runners.anakin import run_anakin_measured
 from stoix.systems.q_learning.anakin import ff_pqn_vdn
-from stoix.utils.config import ConfigError, make_run_plan
+from stoix.utils.config import make_run_plan
 from stoix.utils.entry import compose_config
-from stoix.utils.env_factory import make_env
-from stoix.utils.runner import run_anakin_measured
+from stoix.wrappers.env_factory import make_env
 from tests.helpers import TINY, read_metrics, run_script, runs_of
 
 

@@ -7,7 +7,8 @@ import pytest
 
 from stoix.base_types import Observation
 from stoix.systems.q_learning import q_losses
-from stoix.systems.q_learning.anakin.ff_dqn import epsilon_greedy, fold_n_step
+from stoix.systems.q_learning.dqn_base import fold_n_step
+from stoix.systems.q_learning.q_acting import epsilon_greedy
 from stoix.systems.q_learning.q_types import QTransition
 from stoix.utils.multistep import n_step_target
 

@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 
 from stoix.base_types import Observation
+from stoix.errors import ConfigError
 from stoix.networks.recurrent import make_recurrent_q_network, unroll
+from stoix.runners.anakin import run_anakin_measured
 from stoix.systems.q_learning.anakin import ff_pqn, rec_pqn
-from stoix.utils.config import ConfigError, make_run_plan
+from stoix.utils.config import make_run_plan
 from stoix.utils.entry import compose_config
-from stoix.utils.env_factory import make_env
-from stoix.utils.runner import run_anakin_measured
+from stoix.wrappers.env_factory import make_env
 from tests.helpers import TINY
 
 OBS_DIM, NUM_ACTIONS = 5, 4

@@ -11,7 +11,8 @@ import optax
 import pytest
 
 from stoix.base_types import Observation
-from stoix.systems.q_learning.anakin.ff_pqn import (
+from stoix.system_api import Rollout
+from stoix.systems.q_learning.pqn_base import (
     Minibatch,
     Networks,
     PQNHyperparameters,
@@ -19,7 +20,6 @@ from stoix.systems.q_learning.anakin.ff_pqn import (
 )
 from stoix.systems.q_learning.sebulba.ff_pqn import ActorExtras, rollout_batch
 from stoix.utils.entry import compose_config
-from stoix.utils.sebulba import Rollout
 from tests.helpers import SEBULBA_TINY, read_metrics, run_script, runs_of
 
 SCRIPT = "stoix/systems/q_learning/sebulba/ff_pqn.py"
@@ -156,9 +156,9 @@ def test_smoke_run_on_two_devices_writes_metrics(tmp_path):
 
 
 def test_minibatches_that_do_not_divide_a_learner_batch_are_refused():
+    from stoix.errors import ConfigError
+    from stoix.runners.sebulba_layout import make_sebulba_plan, resolve_layout
     from stoix.systems.q_learning.sebulba.ff_pqn import validate
-    from stoix.utils.config import ConfigError
-    from stoix.utils.sebulba import make_sebulba_plan, resolve_layout
 
     cfg = compose_config("ff_pqn", [*SMALL, "system.num_minibatches=3"], arch_dir="default/sebulba")
     layout = resolve_layout(cfg, jax.devices())
@@ -173,8 +173,8 @@ def test_sebulba_pqn_learns_envpool_cartpole(tmp_path):
     # Measured on 2 shared cores, seeds 42/1/2: final evaluation 500/499.9/500, absolute
     # 498.5–500, 90–115 s each (6–10k SPS). Seed 1 dipped to 135 mid-run and recovered as
     # the learning rate decayed, so the final evaluation is checked with a wide margin.
+    from stoix.runners.sebulba import run_sebulba_measured
     from stoix.systems.q_learning.sebulba.ff_pqn import SYSTEM
-    from stoix.utils.sebulba import run_sebulba_measured
 
     cfg = compose_config(
         "ff_pqn",

@@ -4,11 +4,11 @@ upward. `system.regularisation_coefficient` sets the penalty."""
 
 from omegaconf import DictConfig
 
+from stoix.runners.anakin import run_anakin
 from stoix.systems.q_learning import q_losses
-from stoix.systems.q_learning.anakin.ff_dqn import QVariant, VariantLoss, make_q_system
+from stoix.systems.q_learning.dqn_base import QVariant, VariantLoss, make_q_system
 from stoix.systems.q_learning.q_types import QBatch, QForward
 from stoix.utils.entry import hydra_main
-from stoix.utils.runner import run_anakin
 
 
 def regularised_dqn_loss(cfg: DictConfig) -> VariantLoss:

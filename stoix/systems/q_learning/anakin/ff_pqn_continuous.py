@@ -7,10 +7,16 @@ bootstrap value min(Q1, Q2)(s', π(s')), and the actor ascends Q1(s, π(s)). Obs
 normalised with running statistics shared by the replicas of a seed, as in `ff_ppo_continuous`.
 
 Read top to bottom: the rollout, the targets, the minibatch step, the update, `build`.
+
+Longer than ~300 lines because it is a whole actor-critic of its own: its types, twin-critic
+targets, two losses and minibatch step have no other user, so they stay here rather than in
+`pqn_base`, whose discrete Q-network machinery it does not use. The rollout loop
+(`env_rollout`), the observation normaliser (`observe`), the optimiser (`clipped_optimiser`) and
+the minibatch check (`pqn_base.check_minibatches`) are the shared ones.
 """
 
 import functools
-from typing import Any, Callable, NamedTuple, Tuple
+from typing import Any, Callable, NamedTuple, Tuple, get_args
 
 import jax
 import jax.numpy as jnp
@@ -23,23 +29,28 @@ from stoix.base_types import (
     Observation,
     Params,
     PRNGKey,
+    TimeStep,
     TrainMetrics,
     summarise_episodes,
 )
+from stoix.errors import ConfigError
 from stoix.networks.deterministic import make_deterministic_actor, make_state_action_critic
-from stoix.utils.config import ConfigError, RunPlan, check_divides, check_range
+from stoix.parallel import pmean_replicas
+from stoix.runners.anakin import run_anakin
+from stoix.system_api import AnakinSystem, BuildContext, SystemParts
+from stoix.systems.q_learning.pqn_base import check_minibatches
+from stoix.utils.config import RunPlan, check_range
 from stoix.utils.entry import hydra_main
 from stoix.utils.minibatches import run_epochs
 from stoix.utils.multistep import q_lambda_targets
-from stoix.utils.runner import AnakinSystem, BuildContext, SystemParts, pmean_replicas, run_anakin
+from stoix.utils.optimisers import Algorithm, clipped_optimiser
+from stoix.utils.rollout import RolloutEnd, env_rollout
 from stoix.utils.running_statistics import (
     RunningStatistics,
     init_statistics,
-    normalise,
+    observe,
     update_statistics,
 )
-
-OPTIMISERS = {"adam": optax.adam, "radam": optax.radam}
 
 
 class ContinuousPQNHyperparameters(NamedTuple):
@@ -99,15 +110,6 @@ class Networks(NamedTuple):
     action_high: jax.Array  # [A]
 
 
-def observe(
-    hp: ContinuousPQNHyperparameters, stats: RunningStatistics, obs: Observation
-) -> Observation:
-    """What the networks see: the observation, normalised when that is switched on."""
-    if not hp.normalise_observations:
-        return obs
-    return obs._replace(agent_view=normalise(stats, obs.agent_view))
-
-
 def twin_q(networks: Networks, critic_params: Params, obs: Observation, action: jax.Array):
     """[2, ...] Q1 and Q2 of (obs, action) from the stacked critic parameters."""
     return jax.vmap(networks.critic_apply, in_axes=(0, None, None))(critic_params, obs, action)
@@ -138,13 +140,15 @@ def rollout(
 ) -> Tuple[ContinuousPQNLearnerState, ContinuousPQNTransition]:
     actor_params, obs_stats = state.params.actor_params, state.obs_stats
 
-    def step(carry: Tuple[PRNGKey, Any, Observation], _: None):
-        key, env_state, observation = carry
-        key, noise_key = jax.random.split(key)
-        action = networks.actor_apply(actor_params, observe(hp, obs_stats, observation))
-        action = noisy_action(networks, noise_key, action, noise_std)
-        env_state, timestep = jax.vmap(env.step)(env_state, action)
-        transition = ContinuousPQNTransition(
+    def act(carry: Tuple[()], observation: Observation, key: PRNGKey):
+        seen = observe(obs_stats, observation, hp.normalise_observations)
+        action = noisy_action(networks, key, networks.actor_apply(actor_params, seen), noise_std)
+        return carry, action, action
+
+    def record(
+        observation: Observation, action: jax.Array, timestep: TimeStep
+    ) -> ContinuousPQNTransition:
+        return ContinuousPQNTransition(
             observation=observation,
             action=action,
             reward=timestep.reward,
@@ -154,13 +158,13 @@ def rollout(
             episode_return=timestep.metrics.episode_return,
             episode_length=timestep.metrics.episode_length,
         )
-        return (key, env_state, timestep.observation), transition
 
-    (key, env_state, observation), traj = jax.lax.scan(
-        step, (state.key, state.env_state, state.observation), None, length=hp.rollout_length
-    )
+    start = RolloutEnd(state.key, state.env_state, state.observation, ())
+    end, traj = env_rollout(env, act, record, start, hp.rollout_length)
     steps = state.env_steps + hp.rollout_length * traj.reward.shape[1]
-    state = state._replace(key=key, env_state=env_state, observation=observation, env_steps=steps)
+    state = state._replace(
+        key=end.key, env_state=end.env_state, observation=end.observation, env_steps=steps
+    )
     return state, traj
 
 
@@ -258,8 +262,8 @@ def update_step(
     # Learning sees observations normalised with the statistics the rollout acted on; the
     # refreshed statistics take effect from the next update, as in ff_ppo.
     seen = traj._replace(
-        observation=observe(hp, state.obs_stats, traj.observation),
-        next_observation=observe(hp, state.obs_stats, traj.next_observation),
+        observation=observe(state.obs_stats, traj.observation, hp.normalise_observations),
+        next_observation=observe(state.obs_stats, traj.next_observation, hp.normalise_observations),
     )
     obs_stats = state.obs_stats
     if hp.normalise_observations:
@@ -280,18 +284,6 @@ def update_step(
 
 
 # SET-UP
-
-
-def make_optimiser(
-    name: str, learning_rate: float, max_grad_norm: float, decay_steps: int | None
-) -> optax.GradientTransformation:
-    """Global-norm clipping, then Adam or RAdam; linear decay to 0 when decay_steps is given."""
-    schedule = (
-        learning_rate
-        if decay_steps is None
-        else optax.linear_schedule(learning_rate, 0.0, decay_steps)
-    )
-    return optax.chain(optax.clip_by_global_norm(max_grad_norm), OPTIMISERS[name](schedule))
 
 
 def build(ctx: BuildContext) -> SystemParts:
@@ -319,8 +311,12 @@ def build(ctx: BuildContext) -> SystemParts:
     networks = Networks(
         actor_apply=actor.apply,
         critic_apply=critic.apply,
-        actor_optimiser=make_optimiser(name, float(sys_cfg.actor_lr), clip, decay_steps),
-        critic_optimiser=make_optimiser(name, float(sys_cfg.critic_lr), clip, decay_steps),
+        actor_optimiser=clipped_optimiser(
+            float(sys_cfg.actor_lr), clip, name, decay_steps=decay_steps
+        ),
+        critic_optimiser=clipped_optimiser(
+            float(sys_cfg.critic_lr), clip, name, decay_steps=decay_steps
+        ),
         action_low=jnp.asarray(env.spec.action_minimum, jnp.float32),
         action_high=jnp.asarray(env.spec.action_maximum, jnp.float32),
     )
@@ -363,7 +359,7 @@ def build(ctx: BuildContext) -> SystemParts:
             policy: Tuple[Params, RunningStatistics], observation: Observation, key: PRNGKey
         ) -> jax.Array:
             params, obs_stats = policy
-            action = actor.apply(params, observe(hp, obs_stats, observation))
+            action = actor.apply(params, observe(obs_stats, observation, hp.normalise_observations))
             return noisy_action(networks, key, action, noise_std)
 
         return act
@@ -379,12 +375,7 @@ def build(ctx: BuildContext) -> SystemParts:
 
 
 def validate(cfg: DictConfig, plan: RunPlan) -> None:
-    check_divides(
-        "arch.total_num_envs / (devices × arch.update_batch_size) × system.rollout_length",
-        plan.envs_per_replica * plan.rollout_length,
-        "system.num_minibatches",
-        int(cfg.system.num_minibatches),
-    )
+    check_minibatches(cfg, plan)
     for key in ("gamma", "q_lambda", "exploration_noise_decay_fraction"):
         check_range(cfg, f"system.{key}", 0.0, 1.0)
     for key in ("exploration_noise_start", "exploration_noise_end", "actor_lr", "critic_lr"):
@@ -393,9 +384,10 @@ def validate(cfg: DictConfig, plan: RunPlan) -> None:
         if check_range(cfg, f"system.{key}", 0.0, float("inf")) == 0.0:
             raise ConfigError(f"system.{key}=0 must be positive")
     check_range(cfg, "system.epochs", 1, float("inf"))
-    if str(cfg.system.optimiser) not in OPTIMISERS:
+    if str(cfg.system.optimiser) not in get_args(Algorithm):
         raise ConfigError(
-            f"system.optimiser={cfg.system.optimiser} must be one of {', '.join(OPTIMISERS)}"
+            f"system.optimiser={cfg.system.optimiser} must be one of "
+            f"{', '.join(get_args(Algorithm))}"
         )
 
 

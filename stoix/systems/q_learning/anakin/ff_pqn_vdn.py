@@ -1,4 +1,4 @@
-"""PQN-VDN on Anakin: PQN (see ff_pqn.py) for cooperative multi-agent tasks.
+"""PQN-VDN on Anakin: PQN (see `pqn_base`) for cooperative multi-agent tasks.
 
 Every agent acts with one shared LayerNorm Q-network on its own observation (which carries a
 one-hot agent id). Value decomposition (VDN, Sunehag et al., 2018) trains the team value
@@ -8,34 +8,28 @@ axis of every observation leaf ([num_agents, ...], see stoix/wrappers/jaxmarl.py
 rollout and optimiser are PQN's; only the targets and the loss sum over agents.
 """
 
-import functools
-from typing import Any, NamedTuple, Tuple
+from typing import Any, Tuple
 
 import jax
 import jax.numpy as jnp
-import optax
 from omegaconf import DictConfig
 
-from stoix.base_types import (
-    Observation,
-    OptState,
-    Params,
-    TrainMetrics,
-    summarise_episodes,
-)
-from stoix.systems.q_learning.anakin import ff_pqn
-from stoix.systems.q_learning.anakin.ff_pqn import (
+from stoix.base_types import Params
+from stoix.errors import ConfigError
+from stoix.runners.anakin import run_anakin
+from stoix.system_api import AnakinSystem, BuildContext, SystemParts
+from stoix.systems.q_learning import pqn_base
+from stoix.systems.q_learning.pqn_base import (
+    SWEEPABLE,
+    Minibatch,
     Networks,
     PQNHyperparameters,
-    PQNLearnerState,
-    PQNLossInfo,
-    rollout,
+    PQNLearning,
+    PQNTransition,
 )
-from stoix.utils.config import ConfigError, RunPlan
+from stoix.utils.config import RunPlan
 from stoix.utils.entry import hydra_main
-from stoix.utils.minibatches import run_epochs
 from stoix.utils.multistep import q_lambda_targets
-from stoix.utils.runner import AnakinSystem, BuildContext, SystemParts, pmean_replicas, run_anakin
 
 # TARGETS
 
@@ -68,71 +62,46 @@ def vdn_targets(
     )
 
 
-# THE MINIBATCH STEP
-
-
-class Minibatch(NamedTuple):
-    observation: Observation  # leaves [B, agents, ...]
-    action: jax.Array  # [B, agents] int32
-    target: jax.Array  # [B] Q(λ) target of Q_tot
-
-
-def vdn_loss(params: Params, networks: Networks, batch: Minibatch) -> Tuple[jax.Array, jax.Array]:
-    """Squared error of Q_tot(s, a) = Σ_i Q_i(o_i, a_i) to the team target; also mean Q_tot."""
-    q = networks.apply({"params": params}, batch.observation).q_values
-    q_taken = jnp.take_along_axis(q, batch.action[..., None], axis=-1)[..., 0]
-    q_tot = jnp.sum(q_taken, axis=-1)
-    return 0.5 * jnp.mean(jnp.square(q_tot - batch.target)), jnp.mean(q_tot)
-
-
-def minibatch_step(
-    networks: Networks, carry: Tuple[Params, OptState], batch: Minibatch
-) -> Tuple[Tuple[Params, OptState], Tuple[jax.Array, jax.Array]]:
-    variables, opt_state = carry
-    (loss, q_mean), grads = jax.value_and_grad(vdn_loss, has_aux=True)(
-        variables["params"], networks, batch
-    )
-    grads = pmean_replicas(grads)
-    updates, opt_state = networks.optimiser.update(grads, opt_state, variables["params"])
-    return ({"params": optax.apply_updates(variables["params"], updates)}, opt_state), (
-        loss,
-        q_mean,
-    )
-
-
-# ONE UPDATE: rollout, VDN Q(λ) targets, epochs × minibatches
-
-
-def update_step(
-    networks: Networks, env: Any, hp: PQNHyperparameters, state: PQNLearnerState
-) -> Tuple[PQNLearnerState, TrainMetrics]:
-    epsilon = optax.linear_schedule(hp.epsilon_start, hp.epsilon_end, hp.epsilon_decay_steps)(
-        state.env_steps
-    )
-    # PQN's rollout acts per agent: the Q-values are [N, agents, A] and ε-greedy draws one
-    # exploration coin per agent, within each agent's mask.
-    state, traj = rollout(networks, env, hp, state, epsilon)
-    next_q = networks.apply(state.params, traj.next_observation).q_values
-    targets = vdn_targets(
+def rollout_targets(
+    networks: Networks,
+    hp: PQNHyperparameters,
+    params: Params,
+    traj: PQNTransition,
+    q_lambda: jax.Array,
+) -> jax.Array:
+    """`vdn_targets` of a rollout, with the current parameters."""
+    next_q = networks.apply(params, traj.next_observation).q_values
+    return vdn_targets(
         next_q,
         hp.reward_scale * traj.reward,
         traj.discount,
         traj.episode_end,
         hp.gamma,
-        state.q_lambda,
+        q_lambda,
     )
-    data = Minibatch(traj.observation, traj.action, jax.lax.stop_gradient(targets))
-    flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), data)
-    step = functools.partial(minibatch_step, networks)
-    (params, opt_state), key, (loss, q_mean) = run_epochs(
-        step, (state.params, state.opt_state), flat, state.key, hp.epochs, hp.num_minibatches
-    )
-    info = PQNLossInfo(jnp.mean(loss), jnp.mean(q_mean), jnp.mean(targets), epsilon)
-    metrics = summarise_episodes(traj.metrics_end, traj.episode_return, traj.episode_length, info)
-    return state._replace(params=params, opt_state=opt_state, key=key), metrics
+
+
+# THE LOSS: minibatches hold observations [B, agents, ...], actions [B, agents] and the team's
+# targets [B]
+
+
+def vdn_loss(
+    params: Params, batch_stats: Any, networks: Networks, batch: Minibatch
+) -> Tuple[jax.Array, Tuple[jax.Array, None]]:
+    """Squared error of Q_tot(s, a) = Σ_i Q_i(o_i, a_i) to the team target; also mean Q_tot."""
+    del batch_stats  # validate refuses BatchNorm torsos
+    q = networks.apply({"params": params}, batch.observation).q_values
+    q_taken = jnp.take_along_axis(q, batch.action[..., None], axis=-1)[..., 0]
+    q_tot = jnp.sum(q_taken, axis=-1)
+    return 0.5 * jnp.mean(jnp.square(q_tot - batch.target)), (jnp.mean(q_tot), None)
 
 
 # SET-UP
+
+# Only the learning step differs from PQN's: the network, acting, exploration and the optimiser
+# are PQN's, applied over the agent axis. PQN's rollout acts per agent: the Q-values are
+# [N, agents, A] and ε-greedy draws one exploration coin per agent, within each agent's mask.
+_build = pqn_base.make_build(PQNLearning(targets=rollout_targets, loss=vdn_loss))
 
 
 def build(ctx: BuildContext) -> SystemParts:
@@ -142,9 +111,7 @@ def build(ctx: BuildContext) -> SystemParts:
             f"ff_pqn_vdn needs observations [num_agents, obs_dim], but env={cfg.env.suite}/"
             f"{cfg.env.task_name} gives {env.spec.observation_shape}"
         )
-    # Only the learning step differs from PQN's: the network, acting, exploration and the
-    # optimiser are ff_pqn's, applied over the agent axis.
-    return ff_pqn.build(ctx, update=update_step)
+    return _build(ctx)
 
 
 def validate(cfg: DictConfig, plan: RunPlan) -> None:
@@ -159,7 +126,7 @@ def validate(cfg: DictConfig, plan: RunPlan) -> None:
             "ff_pqn_vdn supports LayerNorm MLP torsos only (network=mlp_pqn); "
             "use_batch_norm and noisy must be False"
         )
-    ff_pqn.validate(cfg, plan)
+    pqn_base.validate(cfg, plan)
 
 
 SYSTEM = AnakinSystem(
@@ -167,7 +134,7 @@ SYSTEM = AnakinSystem(
     action_kinds=("discrete",),
     build=build,
     validate=validate,
-    sweepable=("system.q_lr", "system.q_lambda"),
+    sweepable=SWEEPABLE,
 )
 
 

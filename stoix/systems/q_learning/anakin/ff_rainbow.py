@@ -6,10 +6,9 @@ it: `system.prioritised_replay=False`, `system.n_step=1`, `system.double_q=False
 
 from omegaconf import DictConfig
 
-from stoix.systems.q_learning.anakin.ff_c51 import categorical_loss
-from stoix.systems.q_learning.anakin.ff_dqn import QVariant, make_q_system
+from stoix.runners.anakin import run_anakin
+from stoix.systems.q_learning.dqn_base import QVariant, categorical_loss, make_q_system
 from stoix.utils.entry import hydra_main
-from stoix.utils.runner import run_anakin
 
 SYSTEM = make_q_system(QVariant("ff_rainbow", categorical_loss))
 

@@ -1,14 +1,24 @@
-"""Recurrent PQN on Anakin: PQN (see ff_pqn.py) with a GRU or LSTM Q-network.
+"""Recurrent PQN on Anakin: PQN (see `pqn_base`) with a GRU or LSTM Q-network.
 
 What changes from ff_pqn: the learner keeps each env's hidden state across rollouts; every step
 records whether its observation opens an episode, and the network zeroes the hidden state
 there; learning replays whole env sequences from the hidden state the rollout started with, so
-minibatches split the envs, not the time steps. Read top to bottom: the rollout, the targets,
-the minibatch step, the update, `build`.
+minibatches split the envs, not the time steps. The hyperparameters, the optimiser, ε, the
+swept initial state and the range checks are the family's. Read top to bottom: the rollout,
+the targets, the minibatch step, the update, `build`.
+
+Why the rollout is a scan of its own and not `stoix.utils.rollout.env_rollout`: the flag that
+says the next observation opens an episode is the env step's `timestep.last()`, and the next
+step's act needs it to zero the hidden state. `env_rollout` carries the actor's carry from act
+to act without letting it see the step's timestep (only the next observation, whose
+`step_count` is not a reliable episode start: envpool's episodic-life games end an episode on a
+lost life while the game's step count goes on), so the flag cannot reach the carry. That
+rollout, with the recurrent targets and the env-sequence minibatches, is why this file is longer
+than ~300 lines.
 """
 
 import functools
-from typing import Any, Mapping, NamedTuple, Tuple
+from typing import Any, NamedTuple, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -23,20 +33,26 @@ from stoix.base_types import (
     TrainMetrics,
     summarise_episodes,
 )
+from stoix.errors import ConfigError
 from stoix.evaluator.anakin import RecurrentEvalAct
 from stoix.networks.recurrent import Hidden, make_recurrent_q_network, unroll
-from stoix.systems.q_learning.anakin.ff_dqn import epsilon_greedy
-from stoix.systems.q_learning.anakin.ff_pqn import (
+from stoix.parallel import pmean_replicas
+from stoix.runners.anakin import run_anakin
+from stoix.system_api import AnakinSystem, BuildContext, SystemParts
+from stoix.systems.q_learning.pqn_base import (
+    SWEEPABLE,
     PQNHyperparameters,
     PQNLossInfo,
+    epsilon_schedule,
+    make_init_shared,
     make_optimiser,
     pqn_hyperparameters,
     validate_pqn,
 )
-from stoix.utils.config import ConfigError, RunPlan, check_divides
+from stoix.systems.q_learning.q_acting import epsilon_greedy
+from stoix.utils.config import RunPlan, check_divides
 from stoix.utils.entry import hydra_main
 from stoix.utils.multistep import q_lambda_targets
-from stoix.utils.runner import AnakinSystem, BuildContext, SystemParts, pmean_replicas, run_anakin
 
 
 class RecPQNLearnerState(NamedTuple):
@@ -181,9 +197,7 @@ def minibatch_step(networks: Networks, carry: Tuple[Params, OptState], batch: Se
 def update_step(
     networks: Networks, env: Any, hp: PQNHyperparameters, state: RecPQNLearnerState
 ) -> Tuple[RecPQNLearnerState, TrainMetrics]:
-    epsilon = optax.linear_schedule(hp.epsilon_start, hp.epsilon_end, hp.epsilon_decay_steps)(
-        state.env_steps
-    )
+    epsilon = epsilon_schedule(hp)(state.env_steps)
     hidden_start = state.hidden
     state, traj = rollout(networks, env, hp, state, epsilon)
     targets = jax.lax.stop_gradient(
@@ -230,20 +244,11 @@ def build(ctx: BuildContext) -> SystemParts:
     networks = Networks(apply=network.apply, optimiser=make_optimiser(cfg.system, plan, hp))
     num_envs = plan.envs_per_replica
 
-    def init_shared(
-        params_key: PRNGKey, tuned: Mapping[str, jax.Array]
-    ) -> Tuple[Params, OptState, jax.Array]:
-        init_key, example_key = jax.random.split(params_key)
-        _, example = env.reset(example_key)
-        observation = jax.tree.map(lambda x: x[None], example.observation)
-        params = network.init(
-            init_key, network.initial_hidden((1,)), observation, jnp.ones((1,), bool)
-        )
-        opt_state = networks.optimiser.init(params)
-        if "system.q_lr" in tuned:
-            opt_state[1].hyperparams["learning_rate"] = jnp.asarray(tuned["system.q_lr"])
-        q_lambda = jnp.asarray(tuned.get("system.q_lambda", hp.q_lambda), jnp.float32)
-        return params, opt_state, q_lambda
+    def init_variables(key: PRNGKey, observation: Observation) -> Tuple[Params, Params]:
+        observation = jax.tree.map(lambda x: x[None], observation)
+        params = network.init(key, network.initial_hidden((1,)), observation, jnp.ones((1,), bool))
+        # The optimiser steps all of them: a recurrent network has no BatchNorm statistics.
+        return params, params
 
     def init_state(
         shared: Tuple[Params, OptState, jax.Array], replica_key: PRNGKey
@@ -273,7 +278,7 @@ def build(ctx: BuildContext) -> SystemParts:
         return RecurrentEvalAct(initial_hidden=lambda num: network.initial_hidden((num,)), act=act)
 
     return SystemParts(
-        init_shared=init_shared,
+        init_shared=make_init_shared(env, networks.optimiser, hp, init_variables),
         init_state=init_state,
         update_step=functools.partial(update_step, networks, env, hp),
         actor_params=lambda state: state.params,
@@ -306,7 +311,7 @@ SYSTEM = AnakinSystem(
     action_kinds=("discrete",),
     build=build,
     validate=validate,
-    sweepable=("system.q_lr", "system.q_lambda"),
+    sweepable=SWEEPABLE,
 )
 
 

@@ -2,8 +2,8 @@
 
 Read top to bottom: what an actor does per step (`act`: ε-greedy), what the learner does per
 rollout (`rollout_batch`: Q(λ) targets; `learn`: epochs × minibatches), then `build`. The
-targets, the loss, the optimiser and the ε schedule are Anakin PQN's
-(`stoix.systems.q_learning.anakin.ff_pqn`); the runner's threads, queues, parameter source and
+targets, the loss, the optimiser and the ε schedule are the PQN family's
+(`stoix.systems.q_learning.pqn_base`); the runner's threads, queues, parameter source and
 evaluator are shared by every Sebulba system.
 
     python stoix/systems/q_learning/sebulba/ff_pqn.py env=envpool/cartpole
@@ -18,32 +18,32 @@ from omegaconf import DictConfig
 
 from stoix.base_types import Observation, OptState, Params, PRNGKey
 from stoix.networks.base import make_q_network
-from stoix.systems.q_learning.anakin.ff_dqn import epsilon_greedy
-from stoix.systems.q_learning.anakin.ff_pqn import (
-    Minibatch,
-    Networks,
-    PQNHyperparameters,
-    PQNLossInfo,
-    epsilon_schedule,
-    make_eval_act,
-    make_optimiser,
-    minibatch_step,
-    pqn_hyperparameters,
-    pqn_targets,
-    validate_pqn,
-)
-from stoix.utils.config import RunPlan, check_divides
-from stoix.utils.entry import hydra_main
-from stoix.utils.minibatches import masked_mean, run_epochs
-from stoix.utils.runner import pmean_replicas
-from stoix.utils.sebulba import (
+from stoix.parallel import pmean_replicas
+from stoix.runners.sebulba import run_sebulba
+from stoix.system_api import (
     Rollout,
     SebulbaBuildContext,
     SebulbaLayout,
     SebulbaParts,
     SebulbaSystem,
-    run_sebulba,
 )
+from stoix.systems.q_learning.pqn_base import (
+    Minibatch,
+    Networks,
+    PQNHyperparameters,
+    PQNLossInfo,
+    epsilon_schedule,
+    make_optimiser,
+    minibatch_step,
+    pqn_hyperparameters,
+    pqn_targets,
+    q_loss,
+    validate_pqn,
+)
+from stoix.systems.q_learning.q_acting import epsilon_greedy, q_eval_act
+from stoix.utils.config import RunPlan, check_divides
+from stoix.utils.entry import hydra_main
+from stoix.utils.minibatches import masked_mean, run_epochs
 
 
 class SebulbaPQNState(NamedTuple):
@@ -121,7 +121,7 @@ def learn(
 ) -> Tuple[SebulbaPQNState, PQNLossInfo]:
     data = rollout_batch(networks, hp, state.params, rollout)
     flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), data)
-    step = functools.partial(minibatch_step, networks)
+    step = functools.partial(minibatch_step, q_loss, networks)
     (params, opt_state), key, (loss, q_mean) = run_epochs(
         step, (state.params, state.opt_state), flat, state.key, hp.epochs, hp.num_minibatches
     )
@@ -164,7 +164,7 @@ def build(ctx: SebulbaBuildContext) -> SebulbaParts:
             jnp.asarray(epsilon_schedule(hp)(actor_steps), jnp.float32),
         )
 
-    eval_act = make_eval_act(network.apply, hp)
+    eval_act = q_eval_act(network.apply, hp.evaluation_epsilon)
     return SebulbaParts(
         init_learner=init_learner,
         actor_params=lambda state: PQNActorParams(state.params, state.epsilon),
