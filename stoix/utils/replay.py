@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from stoix.base_types import (
     ActFn,
     Action,
+    Environment,
     EpisodeMetrics,
     NStepBatch,
     Observation,
@@ -187,14 +188,18 @@ def observe_batch(
 
 
 def collect(
-    env: Any,
+    env: Environment,
     act: RawActFn,
     key: PRNGKey,
     env_state: Any,
     observation: Observation,
     length: int,
+    keys_per_step: int = 1,
 ) -> Tuple[PRNGKey, Any, Observation, Transition, EpisodeMetrics]:
-    """Steps all envs `length` times with `act`; returns time-major [T, N] transitions."""
+    """Steps all envs `length` times with `act`; returns time-major [T, N] transitions.
+
+    `act` gets one fresh key per step, or a tuple of `keys_per_step` keys (see `env_rollout`).
+    """
 
     def act_step(carry: Tuple[()], obs: Observation, act_key: PRNGKey):
         action = act(obs, act_key)
@@ -212,7 +217,12 @@ def collect(
         return transition, timestep.metrics
 
     end, (traj, metrics) = env_rollout(
-        env, act_step, record, RolloutEnd(key, env_state, observation, ()), length
+        env,
+        act_step,
+        record,
+        RolloutEnd(key, env_state, observation, ()),
+        length,
+        keys_per_step=keys_per_step,
     )
     return end.key, end.env_state, end.observation, traj, metrics
 
@@ -225,24 +235,27 @@ class ReplicaKeys(NamedTuple):
     state: PRNGKey  # the learner state's key
 
 
-def start_replica(
-    env: Any,
+class WarmStart(NamedTuple):
+    """A replica's envs after their reset and warm-up, and the buffer the warm-up filled."""
+
+    env_state: Any
+    observation: Observation
+    buffer_state: Any
+
+
+def warm_up(
+    env: Environment,
     buffer: Any,
-    loop: ReplayLoop,
+    warmup_steps: int,
     num_envs: int,
-    params: Any,
-    opt_states: Any,
     keys: ReplicaKeys,
     example_action: Action,
     warmup_act: RawActFn,
-) -> ReplayLearnerState:
-    """Resets the replica's envs and fills its buffer with `loop.warmup_steps` steps of
-    `warmup_act` per env; `example_action` [N] gives the stored action's shape and dtype.
-
-    The observation statistics start empty: they are shared by the replicas of a seed, the
-    runner initialises each replica on its own (no collective runs at initialisation), and the
-    first update's rollout brings them in line.
-    """
+    keys_per_step: int = 1,
+) -> WarmStart:
+    """Resets the replica's envs and fills its buffer with `warmup_steps` steps of `warmup_act`
+    per env; `example_action` [N] gives the stored action's shape and dtype. `keys_per_step`: as
+    in `collect`."""
     env_state, timestep = jax.vmap(env.reset)(jax.random.split(keys.reset, num_envs))
     example = Transition(
         timestep.observation,
@@ -254,18 +267,39 @@ def start_replica(
     )
     buffer_state = buffer.init(jax.tree.map(lambda x: x[0], example))
     observation = timestep.observation
-    if loop.warmup_steps > 0:
+    if warmup_steps > 0:
         _, env_state, observation, traj, _ = collect(
-            env, warmup_act, keys.warmup, env_state, observation, loop.warmup_steps
+            env, warmup_act, keys.warmup, env_state, observation, warmup_steps, keys_per_step
         )
         buffer_state = add_rollout(buffer, buffer_state, traj)
+    return WarmStart(env_state, observation, buffer_state)
+
+
+def start_replica(
+    env: Environment,
+    buffer: Any,
+    loop: ReplayLoop,
+    num_envs: int,
+    params: Any,
+    opt_states: Any,
+    keys: ReplicaKeys,
+    example_action: Action,
+    warmup_act: RawActFn,
+) -> ReplayLearnerState:
+    """An actor-critic replica's first state after `warm_up` (`loop.warmup_steps` steps).
+
+    The observation statistics start empty: they are shared by the replicas of a seed, the
+    runner initialises each replica on its own (no collective runs at initialisation), and the
+    first update's rollout brings them in line.
+    """
+    start = warm_up(env, buffer, loop.warmup_steps, num_envs, keys, example_action, warmup_act)
     return ReplayLearnerState(
         params=params,
         opt_states=opt_states,
-        buffer_state=buffer_state,
+        buffer_state=start.buffer_state,
         key=keys.state,
-        env_state=env_state,
-        observation=observation,
+        env_state=start.env_state,
+        observation=start.observation,
         obs_stats=init_statistics(env.spec.observation_shape),
         env_steps=jnp.zeros((), jnp.int32),
         gradient_steps=jnp.zeros((), jnp.int32),
@@ -273,7 +307,7 @@ def start_replica(
 
 
 def init_replay_state(
-    env: Any,
+    env: Environment,
     buffer: Any,
     loop: ReplayLoop,
     num_envs: int,
@@ -299,7 +333,7 @@ def init_replay_state(
 
 
 def replay_update(
-    env: Any,
+    env: Environment,
     buffer: Any,
     loop: ReplayLoop,
     act: ActFn,

@@ -9,15 +9,9 @@ n-step replay and a noisy dueling network, all set by its config).
 Read top to bottom: the rollout into the on-device replay buffer, the gradient step, the
 update, then `make_q_system`. Acting (ε-greedy) is the family's `q_acting`.
 
-Why the rollout and the warm-up are this module's own scan and not `stoix.utils.replay.collect`
-/ `init_replay_state` (or `stoix.utils.rollout.env_rollout`): DQN splits each step's key three
-ways, `key, noise_key, act_key = split(key, 3)` (the next carry, the noisy layers' rng, the
-ε-greedy draw), while those loops split it two ways and hand the act function the second key.
-With JAX's partitionable threefry the first two keys of both splits agree, but the ε-greedy
-key, the third of a three-way split, is a hash of the parent key that the act function never
-sees, so every exploratory action (and every warm-up action, drawn by the same loop with ε=1)
-would change. `init_replay_state` also builds a `ReplayLearnerState` (observation statistics,
-an actor-critic's optimiser states), a different state pytree from `QLearnerState`.
+The rollout and the warm-up are `stoix.utils.replay.collect` and `warm_up`, the loops every
+replay system shares, with two fresh keys per step (the noisy layers' rng and the ε-greedy
+draw, split together with the carried key); the warm-up acts ε-greedy with ε = 1.
 """
 
 import functools
@@ -29,6 +23,7 @@ import optax
 from omegaconf import DictConfig
 
 from stoix.base_types import (
+    Environment,
     Observation,
     OnlineAndTarget,
     Params,
@@ -51,7 +46,15 @@ from stoix.systems.q_learning.q_types import (
 )
 from stoix.utils.config import RunPlan, check_range
 from stoix.utils.optimisers import clipped_optimiser
-from stoix.utils.replay import add_rollout, make_trajectory_buffer, n_step_batch, validate_replay
+from stoix.utils.replay import (
+    ReplicaKeys,
+    add_rollout,
+    collect,
+    make_trajectory_buffer,
+    n_step_batch,
+    validate_replay,
+    warm_up,
+)
 
 ApplyFn = Callable[..., Any]
 # (forward passes, n-step batch) -> (per-sample loss [B], per-sample priority [B])
@@ -102,34 +105,39 @@ def noise(key: PRNGKey) -> dict:
 
 
 def rollout(
-    networks: Networks, env: Any, hp: QHyperparameters, state: QLearnerState, epsilon: jax.Array
+    networks: Networks,
+    env: Environment,
+    hp: QHyperparameters,
+    state: QLearnerState,
+    epsilon: jax.Array,
 ) -> Tuple[QLearnerState, QTransition, Any]:
-    """Steps all envs `rollout_length` times, ε-greedy in the online network (a scan of its own:
-    see the module docstring)."""
-    online = state.params.online
-
-    def step(carry: Tuple[PRNGKey, Any, Observation], _: None):
-        key, env_state, observation = carry
-        key, noise_key, act_key = jax.random.split(key, 3)
-        q = networks.apply(online, observation, rngs=noise(noise_key)).q_values
-        action = epsilon_greedy(act_key, q, observation.action_mask, epsilon)
-        env_state, timestep = jax.vmap(env.step)(env_state, action)
-        transition = QTransition(
-            observation=observation,
-            action=action,
-            reward=timestep.reward,
-            terminated=timestep.terminated(),
-            episode_end=timestep.last(),
-            next_observation=timestep.next_observation,
-        )
-        return (key, env_state, timestep.observation), (transition, timestep.metrics)
-
-    (key, env_state, observation), (traj, episode_metrics) = jax.lax.scan(
-        step, (state.key, state.env_state, state.observation), None, length=hp.rollout_length
+    """Steps all envs `rollout_length` times, ε-greedy in the online network."""
+    key, env_state, observation, traj, episode_metrics = collect(
+        env,
+        epsilon_greedy_act(networks, state.params.online, epsilon),
+        state.key,
+        state.env_state,
+        state.observation,
+        hp.rollout_length,
+        keys_per_step=2,
     )
     steps = state.env_steps + hp.rollout_length * observation.step_count.shape[0]
     state = state._replace(key=key, env_state=env_state, observation=observation, env_steps=steps)
     return state, traj, episode_metrics
+
+
+def epsilon_greedy_act(
+    networks: Networks, online: Params, epsilon: jax.Array
+) -> Callable[[Observation, Tuple[PRNGKey, PRNGKey]], jax.Array]:
+    """ε-greedy in the online network; each step gets two keys, the noisy layers' rng and the
+    ε-greedy draw."""
+
+    def act(observation: Observation, keys: Tuple[PRNGKey, PRNGKey]) -> jax.Array:
+        noise_key, act_key = keys
+        q = networks.apply(online, observation, rngs=noise(noise_key)).q_values
+        return epsilon_greedy(act_key, q, observation.action_mask, epsilon)
+
+    return act
 
 
 def add_to_buffer(networks: Networks, buffer_state: Any, traj: QTransition) -> Any:
@@ -212,7 +220,7 @@ def gradient_step(
 
 
 def update_step(
-    networks: Networks, env: Any, hp: QHyperparameters, state: QLearnerState
+    networks: Networks, env: Environment, hp: QHyperparameters, state: QLearnerState
 ) -> Tuple[QLearnerState, TrainMetrics]:
     epsilon = optax.linear_schedule(hp.epsilon_start, hp.epsilon_end, hp.epsilon_decay_steps)(
         state.env_steps
@@ -302,36 +310,27 @@ def make_q_system(variant: QVariant) -> AnakinSystem:
 
         def init_state(shared: Tuple[OnlineAndTarget, Any], replica_key: PRNGKey) -> QLearnerState:
             params, opt_state = shared
-            env_key, warmup_key, state_key = jax.random.split(replica_key, 3)
-            env_state, timestep = jax.vmap(env.reset)(jax.random.split(env_key, num_envs))
-            example = jax.tree.map(
-                lambda x: x[0],
-                QTransition(
-                    timestep.observation,
-                    jnp.zeros((num_envs,), jnp.int32),
-                    timestep.reward,
-                    timestep.terminated(),
-                    timestep.last(),
-                    timestep.next_observation,
-                ),
+            # WARM-UP: uniformly random play (ε = 1) fills the buffer before the first step.
+            keys = ReplicaKeys(*jax.random.split(replica_key, 3))
+            start = warm_up(
+                env,
+                networks.buffer,
+                hp.warmup_steps,
+                num_envs,
+                keys,
+                jnp.zeros((num_envs,), jnp.int32),
+                epsilon_greedy_act(networks, params.online, jnp.ones(())),
+                keys_per_step=2,
             )
-            state = QLearnerState(
+            return QLearnerState(
                 params=params,
                 opt_state=opt_state,
-                buffer_state=networks.buffer.init(example),
-                key=warmup_key,
-                env_state=env_state,
-                observation=timestep.observation,
+                buffer_state=start.buffer_state,
+                key=keys.state,
+                env_state=start.env_state,
+                observation=start.observation,
                 env_steps=jnp.zeros((), jnp.int32),
                 gradient_steps=jnp.zeros((), jnp.int32),
-            )
-            # WARM-UP: uniformly random play fills the buffer before the first gradient step.
-            warmup = hp._replace(rollout_length=hp.warmup_steps)
-            state, traj, _ = rollout(networks, env, warmup, state, jnp.ones(()))
-            return state._replace(
-                buffer_state=add_to_buffer(networks, state.buffer_state, traj),
-                key=state_key,
-                env_steps=jnp.zeros((), jnp.int32),
             )
 
         return SystemParts(

@@ -29,6 +29,7 @@ import optax
 from omegaconf import DictConfig
 
 from stoix.base_types import (
+    Environment,
     Observation,
     OptState,
     Params,
@@ -109,7 +110,7 @@ class Networks(NamedTuple):
 
 def rollout(
     networks: Networks,
-    env: Any,
+    env: Environment,
     hp: PQNHyperparameters,
     state: PQNLearnerState,
     epsilon: jax.Array,
@@ -263,7 +264,7 @@ PQN = PQNLearning(targets=rollout_targets, loss=q_loss)
 
 def update_step(
     networks: Networks,
-    env: Any,
+    env: Environment,
     hp: PQNHyperparameters,
     learning: PQNLearning,
     state: PQNLearnerState,
@@ -325,7 +326,7 @@ def make_optimiser(
 
 
 def make_init_shared(
-    env: Any,
+    env: Environment,
     optimiser: optax.GradientTransformation,
     hp: PQNHyperparameters,
     init_variables: Callable[[PRNGKey, Observation], Tuple[Params, Params]],

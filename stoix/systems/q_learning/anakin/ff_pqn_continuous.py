@@ -26,6 +26,7 @@ from omegaconf import DictConfig
 from stoix.base_types import (
     ActorCriticOptStates,
     ActorCriticParams,
+    Environment,
     Observation,
     Params,
     PRNGKey,
@@ -133,7 +134,7 @@ def noisy_action(
 
 def rollout(
     networks: Networks,
-    env: Any,
+    env: Environment,
     hp: ContinuousPQNHyperparameters,
     state: ContinuousPQNLearnerState,
     noise_std: jax.Array,
@@ -251,7 +252,7 @@ def minibatch_step(
 
 def update_step(
     networks: Networks,
-    env: Any,
+    env: Environment,
     hp: ContinuousPQNHyperparameters,
     state: ContinuousPQNLearnerState,
 ) -> Tuple[ContinuousPQNLearnerState, TrainMetrics]:

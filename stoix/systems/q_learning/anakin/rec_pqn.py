@@ -7,14 +7,11 @@ minibatches split the envs, not the time steps. The hyperparameters, the optimis
 swept initial state and the range checks are the family's. Read top to bottom: the rollout,
 the targets, the minibatch step, the update, `build`.
 
-Why the rollout is a scan of its own and not `stoix.utils.rollout.env_rollout`: the flag that
-says the next observation opens an episode is the env step's `timestep.last()`, and the next
-step's act needs it to zero the hidden state. `env_rollout` carries the actor's carry from act
-to act without letting it see the step's timestep (only the next observation, whose
-`step_count` is not a reliable episode start: envpool's episodic-life games end an episode on a
-lost life while the game's step count goes on), so the flag cannot reach the carry. That
-rollout, with the recurrent targets and the env-sequence minibatches, is why this file is longer
-than ~300 lines.
+The rollout is the shared `env_rollout` with the actor's memory (hidden state and the
+new-episode flag) as its carry; the flag is the env step's `timestep.last()` (not the next
+observation's `step_count`: envpool's episodic-life games end an episode on a lost life while
+the game's step count goes on), set after each step. The recurrent targets and the
+env-sequence minibatches are why this file is longer than ~300 lines.
 """
 
 import functools
@@ -26,10 +23,12 @@ import optax
 from omegaconf import DictConfig
 
 from stoix.base_types import (
+    Environment,
     Observation,
     OptState,
     Params,
     PRNGKey,
+    TimeStep,
     TrainMetrics,
     summarise_episodes,
 )
@@ -53,6 +52,7 @@ from stoix.systems.q_learning.q_acting import epsilon_greedy
 from stoix.utils.config import RunPlan, check_divides
 from stoix.utils.entry import hydra_main
 from stoix.utils.multistep import q_lambda_targets
+from stoix.utils.rollout import RolloutEnd, env_rollout
 
 
 class RecPQNLearnerState(NamedTuple):
@@ -93,45 +93,68 @@ class Networks(NamedTuple):
 # ROLLOUT
 
 
+class ActorMemory(NamedTuple):
+    """What the recurrent actor carries from step to step."""
+
+    new_episode: jax.Array  # [N] bool: the next observation opens an episode
+    hidden: Hidden  # [N, ...]
+
+
 def rollout(
     networks: Networks,
-    env: Any,
+    env: Environment,
     hp: PQNHyperparameters,
     state: RecPQNLearnerState,
     epsilon: jax.Array,
 ) -> Tuple[RecPQNLearnerState, RecPQNTransition]:
     params = state.params
 
-    def step(carry: Tuple[PRNGKey, Any, Observation, jax.Array, Hidden], _: None):
-        key, env_state, observation, new_episode, hidden = carry
-        key, act_key = jax.random.split(key)
-        hidden, q = networks.apply(params, hidden, observation, new_episode)
+    def act(
+        memory: ActorMemory, observation: Observation, act_key: PRNGKey
+    ) -> Tuple[ActorMemory, jax.Array, Tuple[ActorMemory, jax.Array]]:
+        hidden, q = networks.apply(params, memory.hidden, observation, memory.new_episode)
         action = epsilon_greedy(act_key, q.q_values, observation.action_mask, epsilon)
-        env_state, timestep = jax.vmap(env.step)(env_state, action)
-        transition = RecPQNTransition(
+        # Kept: the flag this step acted with, the hidden state after it, and the action.
+        kept = (ActorMemory(memory.new_episode, hidden), action)
+        return memory._replace(hidden=hidden), action, kept
+
+    def record(
+        observation: Observation, kept: Tuple[ActorMemory, jax.Array], timestep: TimeStep
+    ) -> RecPQNTransition:
+        memory, action = kept
+        return RecPQNTransition(
             observation=observation,
-            new_episode=new_episode,
+            new_episode=memory.new_episode,
             action=action,
             reward=timestep.reward,
             discount=timestep.discount,
             episode_end=timestep.last(),
             next_observation=timestep.next_observation,
-            hidden=hidden,
+            hidden=memory.hidden,
             episode_return=timestep.metrics.episode_return,
             episode_length=timestep.metrics.episode_length,
         )
-        return (key, env_state, timestep.observation, timestep.last(), hidden), transition
 
-    carry = (state.key, state.env_state, state.observation, state.new_episode, state.hidden)
-    (key, env_state, observation, new_episode, hidden), traj = jax.lax.scan(
-        step, carry, None, length=hp.rollout_length
+    end, traj = env_rollout(
+        env,
+        act,
+        record,
+        RolloutEnd(
+            state.key,
+            state.env_state,
+            state.observation,
+            ActorMemory(state.new_episode, state.hidden),
+        ),
+        hp.rollout_length,
+        # The step's episode end zeroes the hidden state before the next observation.
+        after_step=lambda memory, timestep: memory._replace(new_episode=timestep.last()),
     )
     return state._replace(
-        key=key,
-        env_state=env_state,
-        observation=observation,
-        new_episode=new_episode,
-        hidden=hidden,
+        key=end.key,
+        env_state=end.env_state,
+        observation=end.observation,
+        new_episode=end.actor_carry.new_episode,
+        hidden=end.actor_carry.hidden,
         env_steps=state.env_steps + hp.rollout_length * traj.action.shape[1],
     ), traj
 
@@ -195,7 +218,7 @@ def minibatch_step(networks: Networks, carry: Tuple[Params, OptState], batch: Se
 
 
 def update_step(
-    networks: Networks, env: Any, hp: PQNHyperparameters, state: RecPQNLearnerState
+    networks: Networks, env: Environment, hp: PQNHyperparameters, state: RecPQNLearnerState
 ) -> Tuple[RecPQNLearnerState, TrainMetrics]:
     epsilon = epsilon_schedule(hp)(state.env_steps)
     hidden_start = state.hidden
