@@ -60,9 +60,6 @@ def test_td_lambda_targets_by_hand_with_termination_and_truncation():
         beta=1.0,
         max_weight=20.0,
         standardise_advantages=False,
-        rollout_length=4,
-        gradient_steps_per_update=1,
-        warmup_steps=4,
         normalise_observations=False,
     )
     values = np.array([1.0, 2.0, 3.0, 4.0])

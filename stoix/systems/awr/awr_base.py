@@ -67,9 +67,6 @@ class AWRHyperparameters(NamedTuple):
     beta: float  # temperature of the advantage weights
     max_weight: float  # weights are clipped at this
     standardise_advantages: bool
-    rollout_length: int
-    gradient_steps_per_update: int
-    warmup_steps: int
     normalise_observations: bool
 
 
@@ -205,9 +202,6 @@ def build(ctx: BuildContext) -> SystemParts:
         beta=float(sys_cfg.beta),
         max_weight=float(sys_cfg.max_weight),
         standardise_advantages=bool(sys_cfg.standardise_advantages),
-        rollout_length=plan.rollout_length,
-        gradient_steps_per_update=int(sys_cfg.gradient_steps_per_update),
-        warmup_steps=int(sys_cfg.warmup_steps),
         normalise_observations=bool(sys_cfg.normalise_observations),
     )
     actor_net, critic_net = make_actor(cfg.network, env.spec), make_critic(cfg.network)
