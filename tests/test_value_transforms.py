@@ -53,3 +53,22 @@ def test_logits_to_scalar_is_the_softmax_expectation_unsquashed():
     logits = jnp.log(jnp.array([0.1, 0.2, 0.3, 0.2, 0.2]))
     expected = 0.1 * -2 + 0.2 * -1 + 0.3 * 0 + 0.2 * 1 + 0.2 * 2  # = 0.2 in squashed units
     np.testing.assert_allclose(logits_to_scalar(logits, support), unsquash(jnp.array(expected)))
+
+
+def test_search_value_targets_by_hand_across_a_termination_and_a_truncation():
+    from stoix.utils.multistep import search_value_targets
+
+    # γ = 0.9; step 1 terminates, step 2 is truncated, step 3 is the rollout's last.
+    rewards = jnp.array([[1.0], [2.0], [3.0], [4.0]])
+    terminated = jnp.array([[0.0], [1.0], [0.0], [0.0]])
+    episode_ends = jnp.array([[False], [True], [True], [False]])
+    search_values = jnp.array([[10.0], [20.0], [30.0], [40.0]])
+    bootstrap_values = jnp.array([[11.0], [21.0], [31.0], [41.0]])
+    targets = search_value_targets(
+        rewards, 0.9 * (1.0 - terminated), episode_ends, search_values, bootstrap_values, 0.5
+    )
+    # G3 = 4 + 0.9·41 (last step: the true next observation's value)
+    # G2 = 3 + 0.9·31 (truncated: the final observation's value, no trace across)
+    # G1 = 2 (terminated)
+    # G0 = 1 + 0.9·(0.5·20 + 0.5·G1), with 20 the next step's search value
+    np.testing.assert_allclose(targets[:, 0], [10.9, 2.0, 30.9, 40.9], rtol=1e-6)

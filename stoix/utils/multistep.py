@@ -113,3 +113,33 @@ def q_lambda_targets(
     return jax.vmap(rlax.lambda_returns, in_axes=1, out_axes=1)(
         rewards, discounts, next_values, lambdas
     )
+
+
+def search_value_targets(
+    rewards: jax.Array,
+    discounts: jax.Array,
+    episode_ends: jax.Array,
+    search_values: jax.Array,
+    bootstrap_values: jax.Array,
+    td_lambda: float,
+) -> jax.Array:
+    """λ-return value targets of a search-based learner (AlphaZero, SPO), bootstrapped from the
+    search's root values.
+
+    V(s'_t) is the next step's root search value v_{t+1} while the episode goes on inside the
+    rollout; after an episode end (where the next searched observation is the next episode's
+    first) and at the rollout's last step it is `bootstrap_values`, the value of the TRUE next
+    observation (the network's; a termination multiplies it by a zero discount anyway). Then
+    G_t = r_t + discount_t · [(1 − λ_t) V(s'_t) + λ_t G_{t+1}], λ cut at episode ends
+    (`q_lambda_targets`); λ = 0 gives one-step targets, λ = 1 Monte Carlo returns to the end.
+
+    Args:
+        rewards, discounts, episode_ends: time-major [T, N] (discounts = γ·(1 − terminated)).
+        search_values: [T, N] root value of the search at each step's observation.
+        bootstrap_values: [T, N] value of each step's true next observation.
+        td_lambda: the trace parameter λ.
+    """
+    following = jnp.concatenate([search_values[1:], bootstrap_values[-1:]], axis=0)
+    use_bootstrap = episode_ends.at[-1].set(True)
+    next_values = jnp.where(use_bootstrap, bootstrap_values, following)
+    return q_lambda_targets(rewards, discounts, next_values, episode_ends, td_lambda)
