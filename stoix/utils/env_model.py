@@ -52,8 +52,14 @@ def env_recurrent_fn(
     ) -> Tuple[mctx.RecurrentFnOutput, Any]:
         del key  # the env state carries its own randomness
         env_state, timestep = jax.vmap(env.step)(env_state, action)
-        prior_logits, _ = evaluate(params, timestep.observation)
-        _, value = evaluate(params, timestep.next_observation)
+        # One forward pass over both: priors where the search goes on (the auto-reset observation
+        # after an episode end), the value at the true next observation.
+        batch = timestep.observation.agent_view.shape[0]
+        both = jax.tree.map(
+            lambda a, b: jnp.concatenate([a, b]), timestep.observation, timestep.next_observation
+        )
+        logits, values = evaluate(params, both)
+        prior_logits, value = logits[:batch], values[batch:]
         output = mctx.RecurrentFnOutput(
             reward=timestep.reward,
             discount=gamma * timestep.discount,

@@ -187,6 +187,22 @@ def observe_batch(
     )
 
 
+def sample_n_step_batch(
+    buffer: Any,
+    state: "ReplayLearnerState",
+    key: PRNGKey,
+    gamma: float,
+    normalise_observations: bool,
+    reward_scale: float,
+) -> NStepBatch:
+    """One replayed batch as the learner sees it: sampled sequences folded into n-step
+    transitions, observations normalised with the replica's current statistics, rewards scaled."""
+    sequences = buffer.sample(state.buffer_state, key).experience
+    return observe_batch(
+        state.obs_stats, n_step_batch(sequences, gamma), normalise_observations, reward_scale
+    )
+
+
 def collect(
     env: Environment,
     act: RawActFn,

@@ -58,8 +58,7 @@ from stoix.utils.optimisers import clipped_optimiser
 from stoix.utils.replay import (
     ReplayLearnerState,
     make_trajectory_buffer,
-    n_step_batch,
-    observe_batch,
+    sample_n_step_batch,
     validate_replay,
 )
 
@@ -170,10 +169,11 @@ def gradient_step(
 ) -> Tuple[ReplayLearnerState, MPOLossInfo]:
     """Samples a batch; steps the critic, the actor and the duals; moves the targets."""
     sample_key, bootstrap_key, e_step_key = jax.random.split(key, 3)
-    sequences = networks.buffer.sample(state.buffer_state, sample_key).experience
-    batch = observe_batch(
-        state.obs_stats,
-        n_step_batch(sequences, hp.gamma),
+    batch = sample_n_step_batch(
+        networks.buffer,
+        state,
+        sample_key,
+        hp.gamma,
         networks.actor.normalise_observations,
         reward_scale=1.0,  # scaled in the target below
     )

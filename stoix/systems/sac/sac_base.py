@@ -51,8 +51,7 @@ from stoix.utils.optimisers import clipped_optimiser
 from stoix.utils.replay import (
     ReplayLearnerState,
     make_trajectory_buffer,
-    n_step_batch,
-    observe_batch,
+    sample_n_step_batch,
     validate_replay,
 )
 
@@ -175,12 +174,8 @@ def gradient_step(
     networks: Networks, hp: SACHyperparameters, state: ReplayLearnerState, key: PRNGKey
 ) -> Tuple[ReplayLearnerState, SACLossInfo]:
     sample_key, next_key, actor_key = jax.random.split(key, 3)
-    sample = networks.buffer.sample(state.buffer_state, sample_key)
-    batch = observe_batch(
-        state.obs_stats,
-        n_step_batch(sample.experience, hp.gamma),
-        hp.normalise_observations,
-        hp.reward_scale,
+    batch = sample_n_step_batch(
+        networks.buffer, state, sample_key, hp.gamma, hp.normalise_observations, hp.reward_scale
     )
     params, opt_states = state.params, state.opt_states
     alpha = jnp.exp(params.log_alpha)
